@@ -1,0 +1,50 @@
+"""lardon_store: numpy arrays of any shape in shard files, a SQLite catalog of their metadata, lazy numpy reads."""
+
+from .batching import batch
+from .compiler import CompileSummary, default_callback
+from .compiler import compile_store as compile
+from .errors import (
+    BatchError,
+    CallbackError,
+    CorruptStoreError,
+    EntryNotFoundError,
+    IncompatibleSchemaError,
+    InvalidDataError,
+    LardonStoreError,
+    QueryError,
+    ReadOnlyStoreError,
+    SchemaOutdatedError,
+    StoreLockedError,
+    StoreNotFoundError,
+)
+from .indexing import randslice
+from .selection import Entry, Selection
+from .store import Store, migrate_store
+from .store import open_store as open
+
+__all__ = [
+    "BatchError",
+    "CallbackError",
+    "CompileSummary",
+    "CorruptStoreError",
+    "Entry",
+    "EntryNotFoundError",
+    "IncompatibleSchemaError",
+    "InvalidDataError",
+    "LardonStoreError",
+    "QueryError",
+    "ReadOnlyStoreError",
+    "SchemaOutdatedError",
+    "Selection",
+    "Store",
+    "StoreLockedError",
+    "StoreNotFoundError",
+    "batch",
+    "compile",
+    "default_callback",
+    "migrate_store",
+    "open",
+    "randslice",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,373 @@
+"""Compiling a source folder into a store: scan → plan → run callbacks → write bytes → commit rows.
+
+Each source file is classified against the catalog as new, changed, unchanged or deleted, from its size and
+mtime_ns, with a content hash to decide when only the mtime moved (so a ``touch`` runs no callback), and from the
+callback's version. Only new and changed sources run the callback. Work is committed in batches: a batch's bytes
+are appended and fsynced first, then its rows commit in one transaction, so a crash at any moment leaves only
+unreferenced bytes and every committed row points at complete, durable data.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import inspect
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from . import metadata as meta
+from .catalog import entries, meta_values, shards, sources
+from .errors import CallbackError, InvalidDataError, StoreLockedError
+from .shards import DEFAULT_MAX_SHARD_BYTES, ShardWriter, dtype_to_descr
+from .store import Store
+
+__all__ = ["CompileSummary", "compile_store", "default_callback", "store_lock"]
+
+Callback = Callable[[str], Any]
+BATCH_BYTES = 64 << 20
+BATCH_SOURCES = 512
+LOCK_NAME = "write.lock"
+
+
+def default_callback(path: str) -> tuple[np.ndarray, dict]:
+    """Load a ``.npy`` file (never a pickle) with empty metadata."""
+    return np.load(path, allow_pickle=False), {}
+
+
+@dataclass
+class CompileSummary:
+    """What a compile did: sources per class, entries written, bytes appended, seconds."""
+
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    failed: int = 0
+    entries_written: int = 0
+    bytes_written: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.new} new, {self.changed} changed, {self.unchanged} unchanged, {self.deleted} deleted, "
+            f"{self.failed} failed; {self.entries_written} entries, {self.bytes_written / 1e6:.1f} MB written "
+            f"in {self.seconds:.2f} s"
+        )
+
+
+def _crash_point(name: str) -> None:
+    """Test hook: ``LARDON_STORE_CRASH_AT=name`` kills the process here, as a crash would."""
+    if os.environ.get("LARDON_STORE_CRASH_AT") == name:
+        os.kill(os.getpid(), 9)
+
+
+def callback_fingerprint(callback: Callback) -> str:
+    """A version for ``callback``: its qualified name and a hash of its source code (when available)."""
+    name = f"{getattr(callback, '__module__', '?')}.{getattr(callback, '__qualname__', repr(callback))}"
+    try:
+        code = inspect.getsource(callback)
+    except (OSError, TypeError):
+        code = ""
+    return f"{name}:{hashlib.sha256(code.encode()).hexdigest()[:16]}"
+
+
+def file_hash(path: Path) -> str:
+    """The content hash kept for a source file."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextmanager
+def store_lock(root: Path):
+    """Hold the store's single-writer lock; StoreLockedError at once if another process holds it."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreLockedError(
+                f"{root}: another process is writing to this store (compile, gc or a parser); wait for it to finish."
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def scan(source: Path, valid_exts: Sequence[str] | None, exclude: Path | None) -> list[str]:
+    """Relative POSIX paths of the source files, sorted: the same order on every filesystem."""
+    exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in valid_exts} if valid_exts else None
+    found = []
+    excluded = os.path.realpath(exclude) if exclude is not None else None
+    for dirpath, dirnames, filenames in os.walk(source):
+        if excluded is not None:
+            dirnames[:] = [d for d in dirnames if os.path.realpath(os.path.join(dirpath, d)) != excluded]
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            if exts is not None and os.path.splitext(name)[1].lower() not in exts:
+                continue
+            found.append(Path(os.path.relpath(os.path.join(dirpath, name), source)).as_posix())
+    return sorted(found)
+
+
+def entry_key(relpath: str) -> str:
+    """The key of a source's entry: its relative path without extension."""
+    stem, _ = os.path.splitext(relpath)
+    return stem
+
+
+def split_result(result: Any, where: str) -> list[tuple[str, np.ndarray, dict]]:
+    """(key suffix, array, metadata) items of a callback's result: one ``(array, dict)`` pair or a list of pairs."""
+    if isinstance(result, tuple) and len(result) == 2 and (result[1] is None or isinstance(result[1], dict)):
+        return [("", result[0], result[1])]
+    if isinstance(result, list):
+        items = []
+        for i, item in enumerate(result):
+            if not (isinstance(item, tuple) and len(item) == 2):
+                raise InvalidDataError(f"{where}: item {i} of the callback's list is not an (array, metadata) pair.")
+            items.append((f"#{i}", item[0], item[1]))
+        return items
+    raise InvalidDataError(
+        f"{where}: the callback returned {type(result).__name__}; it must return (array, metadata_dict) or a list "
+        "of such pairs."
+    )
+
+
+def prepare(array: Any, metadata: Any, where: str) -> tuple[np.ndarray, dict]:
+    """A storable (array, metadata) pair, or InvalidDataError naming ``where``."""
+    if not isinstance(array, np.ndarray):
+        if isinstance(array, np.generic) or isinstance(array, (int, float, bool, complex, list)):
+            array = np.asarray(array)
+        else:
+            raise InvalidDataError(
+                f"{where}: the callback returned {type(array).__name__} as data; return a numpy array."
+            )
+    dtype_to_descr(array.dtype, where)
+    return array, meta.normalize(metadata, where)
+
+
+@dataclass
+class _Plan:
+    todo: list[tuple[str, str]]  # (relpath, "new" | "changed")
+    deleted: list[int]  # source ids
+    unchanged: int
+    hashes: dict[str, str]
+
+
+def plan(conn: Connection, source: Path, files: list[str], version: str, force: bool) -> _Plan:
+    """Classify each source file against the catalog."""
+    known = {row.path: row for row in conn.execute(select(sources))}
+    todo, hashes, unchanged = [], {}, 0
+    for rel in files:
+        row = known.get(rel)
+        if row is None:
+            todo.append((rel, "new"))
+            continue
+        st = os.stat(source / rel)
+        same = row.status == "ok" and row.callback_version == version and not force and row.size == st.st_size
+        if same and row.mtime_ns != st.st_mtime_ns:
+            hashes[rel] = file_hash(source / rel)
+            same = hashes[rel] == row.content_hash
+        if same:
+            unchanged += 1
+            if row.mtime_ns != st.st_mtime_ns:
+                conn.execute(update(sources).where(sources.c.id == row.id).values(mtime_ns=st.st_mtime_ns))
+        else:
+            todo.append((rel, "changed"))
+    present = set(files)
+    deleted = [row.id for path, row in known.items() if path not in present]
+    return _Plan(todo, deleted, unchanged, hashes)
+
+
+class CatalogWriter:
+    """Buffers catalog rows for entries whose bytes are being written, and commits them after an fsync."""
+
+    def __init__(self, store: Store, max_shard_bytes: int):
+        self.store = store
+        with store.engine.connect() as conn:
+            self.shard_ids = {path: sid for sid, path, _ in conn.execute(select(shards))}
+            existing = {path: size for _, path, size in conn.execute(select(shards))}
+        self.writer = ShardWriter(store.root, existing, max_shard_bytes)
+        self.pending_sources: list[dict] = []
+        self.pending_entries: list[tuple[str, dict, dict]] = []  # (source path or "", entry row, metadata)
+        self.pending_bytes = 0
+        self.entries_written = 0
+
+    def add(self, source_row: dict | None, items: list[tuple[str, np.ndarray, dict]]) -> None:
+        """Append the items' bytes now; their rows (and ``source_row``) wait for the next ``commit``."""
+        source_path = source_row["path"] if source_row else ""
+        if source_row is not None:
+            self.pending_sources.append(source_row)
+        for key, array, md in items:
+            shard_path, offset, nbytes, crc = self.writer.append(array)
+            row = {
+                "key": key,
+                "shard_path": shard_path,
+                "offset": offset,
+                "nbytes": nbytes,
+                "dtype": array.dtype.str,
+                "shape": "[" + ",".join(str(d) for d in array.shape) + "]",
+                "checksum": crc,
+                "metadata": meta.to_json(md),
+            }
+            self.pending_entries.append((source_path, row, md))
+            self.pending_bytes += nbytes
+
+    def full(self) -> bool:
+        return self.pending_bytes >= BATCH_BYTES or len(self.pending_sources) >= BATCH_SOURCES
+
+    def commit(self) -> None:
+        """fsync the bytes, then commit every pending row in one transaction."""
+        _crash_point("before_sync")
+        sizes = self.writer.sync()
+        _crash_point("after_write")
+        with self.store.engine.begin() as conn:
+            for path, size in sizes.items():
+                if path in self.shard_ids:
+                    conn.execute(update(shards).where(shards.c.path == path).values(size=size))
+                else:
+                    self.shard_ids[path] = conn.execute(
+                        insert(shards).values(path=path, size=size)
+                    ).inserted_primary_key[0]
+            source_ids = {}
+            for row in self.pending_sources:
+                conn.execute(delete(sources).where(sources.c.path == row["path"]))
+                source_ids[row["path"]] = conn.execute(insert(sources).values(**row)).inserted_primary_key[0]
+            for source_path, row, md in self.pending_entries:
+                values = dict(row)
+                values["shard_id"] = self.shard_ids[values.pop("shard_path")]
+                values["source_id"] = source_ids.get(source_path)
+                try:
+                    eid = conn.execute(insert(entries).values(**values)).inserted_primary_key[0]
+                except IntegrityError:
+                    raise InvalidDataError(
+                        f"{source_path or 'registered data'}: entry key {values['key']!r} is already used by another "
+                        "entry: rename the source or the key."
+                    ) from None
+                rows = meta.scalar_rows(md)
+                if rows:
+                    conn.execute(
+                        insert(meta_values),
+                        [{"entry_id": eid, "key": k, "type": t, "num": n, "text": s} for k, t, n, s in rows],
+                    )
+            _crash_point("before_commit")
+        self.entries_written += len(self.pending_entries)
+        self.pending_sources, self.pending_entries, self.pending_bytes = [], [], 0
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _check_keys(files: Iterable[str]) -> None:
+    seen: dict[str, str] = {}
+    for rel in files:
+        key = entry_key(rel)
+        if key in seen:
+            raise InvalidDataError(
+                f"source files {seen[key]!r} and {rel!r} would both store entry {key!r}: rename one, or narrow "
+                "valid_exts."
+            )
+        seen[key] = rel
+
+
+def compile_store(
+    source: str | os.PathLike | None,
+    target: str | os.PathLike,
+    callback: Callback = default_callback,
+    valid_exts: Sequence[str] | None = None,
+    *,
+    force: bool = False,
+    callback_version: str | None = None,
+    on_error: str = "raise",
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    progress: Callable[[int, int], None] | None = None,
+) -> Store:
+    """Compile the files of ``source`` into the store at ``target`` and return it (read-only, holding no lock).
+
+    ``callback(path)`` returns ``(array, metadata_dict)`` or a list of such pairs. On an existing store only new and
+    changed sources run it, deleted ones are removed; ``force=True`` redoes everything, and so does a new
+    ``callback_version`` (by default a fingerprint of the callback's code). ``on_error="skip"`` records a failing
+    source in the catalog and goes on (it is retried next time); the default raises CallbackError.
+    The summary is in the returned store's ``last_compile``.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    started = time.perf_counter()
+    target = Path(target).absolute()
+    src = Path(source).absolute()
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src}: the source folder does not exist.")
+    version = callback_version if callback_version is not None else callback_fingerprint(callback)
+    files = scan(src, valid_exts, exclude=target)
+    _check_keys(files)
+    summary = CompileSummary()
+    with store_lock(target):
+        store = Store(target, readonly=False, _create=True)
+        with store.engine.begin() as conn:
+            work = plan(conn, src, files, version, force)
+            if work.deleted:
+                conn.execute(delete(sources).where(sources.c.id.in_(work.deleted)))
+        summary.unchanged, summary.deleted = work.unchanged, len(work.deleted)
+        writer = CatalogWriter(store, max_shard_bytes)
+        try:
+            for done, (rel, kind) in enumerate(work.todo):
+                path = src / rel
+                st = os.stat(path)
+                source_row = {
+                    "path": rel,
+                    "size": st.st_size,
+                    "mtime_ns": st.st_mtime_ns,
+                    "content_hash": work.hashes.get(rel) or file_hash(path),
+                    "callback_version": version,
+                    "status": "ok",
+                    "error": None,
+                }
+                try:
+                    try:
+                        result = callback(str(path))
+                    except Exception as exc:
+                        raise CallbackError(f"{path}: the callback raised {type(exc).__name__}: {exc}") from exc
+                    items = [
+                        (entry_key(rel) + suffix, *prepare(arr, md, f"{path}{suffix and ' item ' + suffix[1:]}"))
+                        for suffix, arr, md in split_result(result, str(path))
+                    ]
+                except (CallbackError, InvalidDataError) as exc:
+                    if on_error == "raise":
+                        raise
+                    summary.failed += 1
+                    summary.failures.append((rel, str(exc)))
+                    source_row.update(status="failed", error=str(exc))
+                    items = []
+                else:
+                    summary.new += kind == "new"
+                    summary.changed += kind == "changed"
+                # Replacing a source's row drops its old entries (ON DELETE CASCADE) in the same transaction.
+                writer.add(source_row, items)
+                if writer.full():
+                    writer.commit()
+                if progress is not None:
+                    progress(done + 1, len(work.todo))
+            writer.commit()
+        finally:
+            writer.close()
+        summary.entries_written = writer.entries_written
+        summary.bytes_written = writer.writer.bytes_written
+    summary.seconds = time.perf_counter() - started
+    result_store = Store(target, readonly=True)
+    result_store.last_compile = summary
+    return result_store

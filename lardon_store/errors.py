@@ -1,0 +1,73 @@
+"""The one error hierarchy of lardon_store.
+
+Every error derives from :class:`LardonStoreError`; where a builtin exception already says the same thing, the error
+also derives from it, so callers that catch ``KeyError`` or ``ValueError`` keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CorruptStoreError",
+    "EntryNotFoundError",
+    "IncompatibleSchemaError",
+    "InvalidDataError",
+    "LardonStoreError",
+    "QueryError",
+    "ReadOnlyStoreError",
+    "SchemaOutdatedError",
+    "StoreLockedError",
+    "StoreNotFoundError",
+    "BatchError",
+    "CallbackError",
+]
+
+
+class LardonStoreError(Exception):
+    """Base class of every error raised by lardon_store."""
+
+
+class StoreNotFoundError(LardonStoreError, FileNotFoundError):
+    """The path holds no lardon_store catalog."""
+
+
+class EntryNotFoundError(LardonStoreError, KeyError):
+    """No entry has the requested key."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class CorruptStoreError(LardonStoreError):
+    """A catalog row or shard file is damaged or crafted: reading it would be unsafe or wrong."""
+
+
+class IncompatibleSchemaError(LardonStoreError):
+    """The catalog was written by a newer (or unknown) lardon_store; it is left untouched."""
+
+
+class SchemaOutdatedError(LardonStoreError):
+    """The catalog is older than this lardon_store and was opened read-only: it must be migrated first."""
+
+
+class ReadOnlyStoreError(LardonStoreError, PermissionError):
+    """A write was asked of a store opened read-only."""
+
+
+class StoreLockedError(LardonStoreError):
+    """Another process is writing to the store."""
+
+
+class InvalidDataError(LardonStoreError, ValueError):
+    """A callback returned an array or metadata that cannot be stored."""
+
+
+class CallbackError(LardonStoreError):
+    """The user callback raised while compiling a source file (the cause is chained)."""
+
+
+class QueryError(LardonStoreError, ValueError):
+    """A metadata query is malformed or uses something the query language does not allow."""
+
+
+class BatchError(LardonStoreError, ValueError):
+    """Items cannot be batched in the asked mode (for instance, arrays of different numbers of dimensions)."""

@@ -1,0 +1,334 @@
+"""Selections: a columnar set of entries, and lazy views of one entry.
+
+A Selection holds its entries as numpy columns (ids, shard, offset, nbytes, dtype code, shape), never one Python
+object per entry, so a million-entry selection costs a few arrays. Reading entry ``i`` places an ndarray on the
+shard's memory map and lets numpy index it; only the touched bytes are copied out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .batching import batch, check_mode
+from .errors import CorruptStoreError, EntryNotFoundError
+from .indexing import has_random, resolve, view_shape
+from .shards import descr_to_dtype
+
+if TYPE_CHECKING:
+    from .store import Store
+
+_MAX_NBYTES = 1 << 62
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """The catalog columns of a set of entries, validated, in key order."""
+
+    ids: np.ndarray  # int64
+    shard: np.ndarray  # int32: position in `shard_paths`
+    offset: np.ndarray  # int64
+    nbytes: np.ndarray  # int64
+    dtype: np.ndarray  # int16: position in `dtypes`
+    ndim: np.ndarray  # int8
+    dims: np.ndarray  # int64, (n, max ndim), padded with 0
+    shard_paths: tuple[str, ...]
+    shard_sizes: np.ndarray  # int64: committed size of each shard
+    dtypes: tuple[np.dtype, ...]
+
+    def take(self, positions: np.ndarray) -> Columns:
+        return Columns(
+            self.ids[positions],
+            self.shard[positions],
+            self.offset[positions],
+            self.nbytes[positions],
+            self.dtype[positions],
+            self.ndim[positions],
+            self.dims[positions],
+            self.shard_paths,
+            self.shard_sizes,
+            self.dtypes,
+        )
+
+
+def build_columns(rows: list[tuple], shards: dict[int, tuple[str, int]], where: str) -> Columns:
+    """Columns from catalog rows ``(id, key, shard_id, offset, nbytes, dtype, shape)``, each validated.
+
+    A row whose dtype, shape, size or place is impossible raises CorruptStoreError naming its key: nothing is
+    mapped before every row of the selection passed.
+    """
+    n = len(rows)
+    shard_ids = sorted(shards)
+    shard_pos = {sid: i for i, sid in enumerate(shard_ids)}
+    descrs: dict[str, int] = {}
+    dtypes: list[np.dtype] = []
+    ids = np.empty(n, np.int64)
+    shard = np.empty(n, np.int32)
+    offset = np.empty(n, np.int64)
+    nbytes = np.empty(n, np.int64)
+    dcode = np.empty(n, np.int16)
+    try:
+        shapes = json.loads("[" + ",".join(r[6] for r in rows) + "]") if n else []
+    except (TypeError, ValueError):
+        shapes = None
+    for i, (eid, key, sid, off, nb, descr, shape_text) in enumerate(rows):
+        code = descrs.get(descr)
+        if code is None:
+            dtypes.append(descr_to_dtype(descr, f"{where}: entry {key!r}"))
+            code = descrs[descr] = len(dtypes) - 1
+        if sid not in shard_pos:
+            raise CorruptStoreError(f"{where}: entry {key!r} names shard {sid}, which the catalog does not list.")
+        shape = shapes[i] if shapes is not None else None
+        if shapes is None or not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise CorruptStoreError(f"{where}: entry {key!r} has an invalid shape {shape_text!r}.")
+        if not (type(off) is int and type(nb) is int and 0 <= off < _MAX_NBYTES and 0 <= nb < _MAX_NBYTES):
+            raise CorruptStoreError(f"{where}: entry {key!r} has an invalid offset/nbytes ({off!r}, {nb!r}).")
+        expected = dtypes[code].itemsize
+        for d in shape:
+            expected *= d
+        if expected != nb:
+            raise CorruptStoreError(
+                f"{where}: entry {key!r} says {nb} bytes, but shape {tuple(shape)} of {descr} needs {expected}."
+            )
+        path, size = shards[sid]
+        if off + nb > size:
+            raise CorruptStoreError(
+                f"{where}: entry {key!r} ends at byte {off + nb} of {path}, past its committed size {size}."
+            )
+        ids[i], shard[i], offset[i], nbytes[i], dcode[i] = eid, shard_pos[sid], off, nb, code
+    ndims = [len(s) for s in shapes] if n else []
+    width = max(ndims, default=0)
+    dims = np.zeros((n, width), np.int64)
+    for i, s in enumerate(shapes):
+        dims[i, : len(s)] = s
+    return Columns(
+        ids,
+        shard,
+        offset,
+        nbytes,
+        dcode,
+        np.array(ndims, np.int8),
+        dims,
+        tuple(shards[s][0] for s in shard_ids),
+        np.array([shards[s][1] for s in shard_ids], np.int64),
+        tuple(dtypes),
+    )
+
+
+class Selection:
+    """An ordered set of a store's entries. Index it like a list of numpy arrays.
+
+    ``sel[i]`` reads entry ``i``; ``sel[i, ...idx]`` reads only ``entry[idx]``; ``sel[a:b]``, ``sel[[i, j]]`` and
+    boolean or integer arrays read several entries, combined by ``batch_mode`` (``"list"``, ``"pad"``, ``"crop"``).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        columns: Columns,
+        batch_mode: str = "list",
+        batch_args: dict[str, Any] | None = None,
+        seed: int | None = None,
+    ):
+        self._store = store
+        self._columns = columns
+        self.batch_mode = check_mode(batch_mode)
+        self.batch_args = dict(batch_args or {})
+        self._seed = seed
+        self._rng_state: tuple[int, np.random.Generator] | None = None
+
+    # --- size and order -------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._columns.ids)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self._read(i, ())
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {len(self)} entries from {self._store.root}>"
+
+    @property
+    def store(self) -> Store:
+        """The store the entries belong to."""
+        return self._store
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The catalog ids of the entries (``entries.id``), in order."""
+        return self._columns.ids
+
+    @property
+    def keys(self) -> list[str]:
+        """The entries' keys, in order."""
+        return self._store._keys_of(self._columns.ids)
+
+    def shape_of(self, i: int) -> tuple[int, ...]:
+        """The stored shape of entry ``i``."""
+        i = self._position(i)
+        return tuple(self._columns.dims[i, : self._columns.ndim[i]].tolist())
+
+    def dtype_of(self, i: int) -> np.dtype:
+        """The stored dtype of entry ``i``."""
+        return self._columns.dtypes[self._columns.dtype[self._position(i)]]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of array data the selection covers."""
+        return int(self._columns.nbytes.sum())
+
+    def metadata(self, i: int) -> dict[str, Any]:
+        """The metadata dict of entry ``i``."""
+        return self._store._metadata_of(int(self._columns.ids[self._position(i)]))
+
+    def entry(self, i: int) -> Entry:
+        """A lazy view of entry ``i``: index it to compose views, ``np.asarray`` it to read."""
+        return Entry(self, self._position(i), ())
+
+    def take(self, positions: Any) -> Selection:
+        """The selection of the entries at ``positions`` (int array, list, slice or boolean mask), in that order."""
+        positions = np.arange(len(self))[positions]
+        return self._derive(self._columns.take(np.atleast_1d(positions)))
+
+    def _derive(self, columns: Columns) -> Selection:
+        return Selection(self._store, columns, self.batch_mode, self.batch_args, self._seed)
+
+    # --- reading --------------------------------------------------------------------------------------------
+    def rng(self) -> np.random.Generator:
+        """The generator randslice draws from: seeded when a seed was given, re-created in each new process."""
+        pid = os.getpid()
+        if self._rng_state is None or self._rng_state[0] != pid:
+            if self._seed is None:
+                gen = np.random.default_rng()
+            elif self._rng_state is None:
+                gen = np.random.default_rng(self._seed)
+            else:
+                gen = np.random.default_rng([self._seed, pid])
+            self._rng_state = (pid, gen)
+        return self._rng_state[1]
+
+    def _position(self, i: Any) -> int:
+        n = len(self._columns.ids)
+        if not isinstance(i, (int, np.integer)) or isinstance(i, (bool, np.bool_)):
+            raise TypeError(f"entry positions are integers, not {type(i).__name__}")
+        j = int(i)
+        if j < -n or j >= n:
+            raise IndexError(f"index {j} is out of bounds for axis 0 with size {n}")
+        return j + n if j < 0 else j
+
+    def _mapped(self, i: int) -> np.ndarray:
+        """Entry ``i`` as a read-only ndarray on its shard's memory map (no bytes read yet)."""
+        c = self._columns
+        shape = tuple(c.dims[i, : c.ndim[i]].tolist())
+        dtype = c.dtypes[c.dtype[i]]
+        nbytes = int(c.nbytes[i])
+        if nbytes == 0:
+            return np.empty(shape, dtype)
+        s = c.shard[i]
+        mm = self._store._reader.get(c.shard_paths[s], int(c.shard_sizes[s]))
+        return np.ndarray(shape, dtype, buffer=mm, offset=int(c.offset[i]))
+
+    def _read(self, i: int, index: tuple) -> np.ndarray:
+        x = self._mapped(i)
+        if index:
+            if has_random(index):
+                index = resolve(index, x.shape, self.rng())
+            x = x[index]
+        return x.copy() if isinstance(x, np.ndarray) else x
+
+    def __getitem__(self, key: Any):
+        first, rest = (key[0], key[1:]) if isinstance(key, tuple) and key else (key, ())
+        if isinstance(first, (int, np.integer)) and not isinstance(first, (bool, np.bool_)):
+            return self._read(self._position(first), rest)
+        if isinstance(first, (slice, list, np.ndarray)):
+            positions = np.arange(len(self))[first]
+            return batch([self._read(int(p), rest) for p in np.atleast_1d(positions)], self.batch_mode, self.batch_args)
+        if isinstance(first, str):
+            return self.by_key(first)[rest] if rest else self.by_key(first)[()]
+        raise TypeError(
+            f"the first index of a selection picks entries: use an int, slice, int list or array, or a key "
+            f"string, not {type(first).__name__}"
+        )
+
+    def by_key(self, key: str) -> Entry:
+        """The lazy view of the entry whose key is ``key`` (EntryNotFoundError when the selection has none)."""
+        eid = self._store._id_of(key)
+        where = np.flatnonzero(self._columns.ids == eid) if eid is not None else []
+        if len(where) == 0:
+            raise EntryNotFoundError(f"no entry with key {key!r} in this selection of {self._store.root}")
+        return Entry(self, int(where[0]), ())
+
+    # --- pickling: columns and the store's path, never open handles -----------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k != "_rng_state"}
+        state["_rng_state"] = None
+        return state
+
+
+class Entry:
+    """A lazy view of one entry: indexing composes numpy indices; ``np.asarray(entry)`` reads the bytes."""
+
+    __slots__ = ("_sel", "_pos", "_chain", "_shape")
+
+    def __init__(self, selection: Selection, position: int, chain: tuple[tuple, ...]):
+        self._sel = selection
+        self._pos = position
+        self._chain = chain
+        self._shape = view_shape(selection.shape_of(position), chain)
+
+    def __getitem__(self, index: Any) -> Entry:
+        index = index if isinstance(index, tuple) else (index,)
+        if has_random(index):
+            index = resolve(index, self._shape, self._sel.rng())
+        return Entry(self._sel, self._pos, self._chain + (index,))
+
+    @property
+    def key(self) -> str:
+        """The entry's key."""
+        return self._sel.store._keys_of(self._sel.ids[self._pos : self._pos + 1])[0]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of this view."""
+        return self._shape
+
+    @property
+    def ndim(self) -> int:
+        return len(self._shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._sel.dtype_of(self._pos)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of this view once read."""
+        return int(np.prod(self._shape, dtype=object)) * self.dtype.itemsize
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self._sel.metadata(self._pos)
+
+    def __len__(self) -> int:
+        if not self._shape:
+            raise TypeError("len() of a 0-d entry view")
+        return self._shape[0]
+
+    def read(self) -> np.ndarray:
+        """The view's values as a new array (a numpy scalar for a 0-d view)."""
+        x = self._sel._mapped(self._pos)
+        for index in self._chain:
+            x = x[index]
+        return x.copy() if isinstance(x, np.ndarray) else x
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        x = np.asarray(self.read())
+        return x.astype(dtype, copy=False) if dtype is not None else x
+
+    def __repr__(self) -> str:
+        return f"<Entry {self._pos} shape={self._shape} dtype={self.dtype}>"
