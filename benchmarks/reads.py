@@ -1,0 +1,97 @@
+"""Issue 2's benchmark: read latency against raw numpy memory maps, and open time of a 1M-entry catalog.
+
+Run: python benchmarks/reads.py [--entries 40] [--repeats 3000]
+Prints median µs per read for three patterns on float32 entries of shape (2, 513, T≈3000), for lardon_store and for
+raw `np.load(mmap_mode='r')` slicing in the same run, with the ratio and its goal; then the time to `open()` a store
+whose catalog holds 1,000,000 tiny entries (rows bulk-inserted), which must not read every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import lardon_store as ls
+
+
+def bench_reads(tmp: Path, n_entries: int, repeats: int) -> list[tuple[str, float, float, float]]:
+    rng = np.random.default_rng(0)
+    src = tmp / "raw"
+    src.mkdir()
+    for n in range(n_entries):
+        np.save(src / f"x{n:04d}.npy", rng.random((2, 513, int(rng.integers(2900, 3100))), np.float32))
+    store = ls.compile(src, tmp / "store", valid_exts=[".npy"])
+    raw = [np.load(f, mmap_mode="r") for f in sorted(src.glob("*.npy"))]
+    cases = [
+        ("[:, :, t:t+64]", 1.2, lambda t: (slice(None), slice(None), slice(t, t + 64))),
+        ("[:, k]", 2.0, lambda t: (slice(None), t % 513)),
+        ("[0, a:a+16]", 1.5, lambda t: (0, slice(t % 497, t % 497 + 16))),
+    ]
+    rows = []
+    for name, goal, index in cases:
+        picks = [(int(i), index(int(rng.integers(0, 2800)))) for i in rng.integers(0, n_entries, repeats)]
+        # One untimed pass warms both paths (page cache and page tables) over the same picks; then the two are timed
+        # interleaved, read by read, so that machine noise hits both alike.
+        ours, theirs = [], []
+        for timed in (False, True):
+            for i, idx in picks:
+                t0 = time.perf_counter()
+                store[(i, *idx)]
+                t1 = time.perf_counter()
+                np.array(raw[i][idx])
+                t2 = time.perf_counter()
+                if timed:
+                    ours.append(t1 - t0)
+                    theirs.append(t2 - t1)
+        rows.append((name, statistics.median(ours) * 1e6, statistics.median(theirs) * 1e6, goal))
+    return rows
+
+
+def bench_open(tmp: Path, n: int) -> float:
+    root = tmp / "big"
+    ls.Store(root, readonly=False, _create=True)
+    (root / "blobs" / "shard-000001.bin").write_bytes(b"\x00" * 64)
+    con = sqlite3.connect(root / "catalog.sqlite")
+    with con:
+        con.execute("INSERT INTO shards (id, path, size) VALUES (1, 'blobs/shard-000001.bin', 64)")
+        con.executemany(
+            "INSERT INTO entries (id, key, source_id, shard_id, offset, nbytes, dtype, shape, checksum, metadata) "
+            "VALUES (?, ?, NULL, 1, 0, 4, '<f4', '[1]', 'crc32:00000000', '{}')",
+            ((i, f"e{i:07d}") for i in range(1, n + 1)),
+        )
+    con.close()
+    times = []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        store = ls.open(root)
+        times.append(time.perf_counter() - t0)
+        del store
+    return statistics.median(times) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--entries", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=3000)
+    parser.add_argument("--open-entries", type=int, default=1_000_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        print(f"reads: float32 (2, 513, T≈3000), {args.entries} entries, median of {args.repeats} random reads")
+        print(f"{'pattern':<16} {'lardon_store µs':>16} {'raw memmap µs':>14} {'ratio':>6} {'goal':>6}")
+        for name, ours, theirs, goal in bench_reads(tmp, args.entries, args.repeats):
+            verdict = "ok" if ours / theirs <= goal else "MISSED"
+            print(f"{name:<16} {ours:>16.1f} {theirs:>14.1f} {ours / theirs:>6.2f} {goal:>5.1f}x {verdict}")
+        ms = bench_open(tmp, args.open_entries)
+        print(f"open() of a {args.open_entries:,}-entry catalog: {ms:.1f} ms (goal < 50 ms) "
+              f"{'ok' if ms < 50 else 'MISSED'}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
