@@ -9,11 +9,11 @@ from pathlib import Path
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
+from conftest import write_sources
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lardon_store as ls
-from conftest import write_sources
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
