@@ -259,7 +259,11 @@ class Selection:
         if nbytes == 0:
             return np.empty(shape, dtype)
         s = c.shard[i]
-        mm = self._store._reader.get(c.shard_paths[s], int(c.shard_sizes[s]))
+        try:
+            mm = self._store._reader.get(c.shard_paths[s], int(c.shard_sizes[s]))
+        except CorruptStoreError as exc:
+            key = self._store._keys_of(c.ids[i : i + 1])[0]
+            raise CorruptStoreError(f"entry {key!r}: {exc}") from exc
         return np.ndarray(shape, dtype, buffer=mm, offset=int(c.offset[i]))
 
     def _read(self, i: int, index: tuple) -> np.ndarray:
