@@ -4,6 +4,7 @@ and bad input at compile time is refused with an error naming the source file an
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import hypothesis.extra.numpy as hnp
@@ -310,3 +311,12 @@ def test_skip_records_the_failure_and_keeps_the_rest(good_store):
     assert store.last_compile.failed == 1
     assert _snapshot(dst) == before
     assert [f["path"] for f in store.info()["failed_sources"]] == ["c.dat"]
+
+
+def test_source_name_that_is_not_utf8_is_refused(good_store):
+    raw, dst, before = good_store
+    os.rename(raw / "b.dat", os.fsencode(raw) + b"/b\xff.dat")
+    with pytest.raises(ls.InvalidDataError) as info:
+        ls.compile(raw, dst, callback=callback_from(GOOD), callback_version="v1")
+    assert "b\\udcff.dat" in str(info.value)
+    assert _snapshot(dst) == before
