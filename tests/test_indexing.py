@@ -240,3 +240,29 @@ def test_seeded_selections_draw_the_same_windows(shaped):
     draws_b = [b[i, ls.randslice(2), ls.randslice(2)] for _ in range(10)]
     for x, y in zip(draws_a, draws_b):
         np.testing.assert_array_equal(x, y)
+
+
+FIRST_AXIS = st.one_of(
+    st.slices(len(SHAPES) + 3),
+    st.lists(st.integers(-2 * len(SHAPES), 2 * len(SHAPES)), max_size=5),
+    st.lists(st.integers(-len(SHAPES), len(SHAPES) - 1), max_size=5).map(lambda v: np.array(v, dtype=np.int64)),
+    st.lists(st.booleans(), min_size=len(SHAPES), max_size=len(SHAPES)).map(np.array),
+    st.integers(-2 * len(SHAPES), 2 * len(SHAPES)),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(first=FIRST_AXIS)
+def test_first_axis_matches_a_list_of_arrays(shaped, first):
+    """The first axis behaves as numpy on the positions: same picks, same exception types."""
+    store, arrays = shaped
+    picked = outcome(lambda: np.arange(len(arrays))[first])
+    got = outcome(lambda: store[first])
+    if isinstance(picked, type):
+        assert got is picked
+    elif np.ndim(picked) == 0:
+        assert_same(got, arrays[int(picked)])
+    else:
+        assert isinstance(got, list) and len(got) == len(picked)
+        for g, p in zip(got, picked.tolist()):
+            assert_same(g, arrays[p])
