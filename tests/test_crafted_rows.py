@@ -136,6 +136,18 @@ def test_shape_texts_that_only_parse_together(victim_store):
     assert_refused(victim_store)
 
 
+@pytest.mark.parametrize("value", ["'not json'", "'[1, 2]'", "'{\"a\": '", "42", "x'00ff'"])
+def test_crafted_metadata(victim_store, value):
+    """Metadata is never mapped, so this one reads in-process."""
+    edit(victim_store, f"UPDATE entries SET metadata = {value} WHERE key = ?", VICTIM)
+    store = ls.open(victim_store)
+    assert store.entry(0).metadata == {}
+    for read in (lambda: store.entry(1).metadata, lambda: store.metadata(1)):
+        with pytest.raises(ls.CorruptStoreError) as info:
+            read()
+        assert repr(VICTIM) in str(info.value)
+
+
 def test_offset_plus_nbytes_past_the_shard_size(victim_store):
     row = victim_row(victim_store)
     edit(victim_store, "UPDATE shards SET size = ? WHERE id = ?", row["offset"] + row["nbytes"] - 1, row["shard_id"])
