@@ -276,6 +276,8 @@ class Selection:
 
     def __getitem__(self, key: Any):
         first, rest = (key[0], key[1:]) if isinstance(key, tuple) and key else (key, ())
+        if isinstance(first, np.ndarray) and first.ndim == 0 and first.dtype.kind in "iu":
+            first = first.item()  # numpy indexes with a 0-d integer array as with an int
         if isinstance(first, (int, np.integer)) and not isinstance(first, (bool, np.bool_)):
             return self._read(self._position(first), rest)
         if isinstance(first, (slice, list, np.ndarray)):
