@@ -248,6 +248,7 @@ FIRST_AXIS = st.one_of(
     st.lists(st.integers(-len(SHAPES), len(SHAPES) - 1), max_size=5).map(lambda v: np.array(v, dtype=np.int64)),
     st.lists(st.booleans(), min_size=len(SHAPES), max_size=len(SHAPES)).map(np.array),
     st.integers(-2 * len(SHAPES), 2 * len(SHAPES)),
+    st.integers(-2 * len(SHAPES), 2 * len(SHAPES)).map(np.array),  # 0-d arrays index like ints
 )
 
 
