@@ -320,3 +320,18 @@ def test_source_name_that_is_not_utf8_is_refused(good_store):
         ls.compile(raw, dst, callback=callback_from(GOOD), callback_version="v1")
     assert "b\\udcff.dat" in str(info.value)
     assert _snapshot(dst) == before
+
+
+def test_entries_by_key(store, arrays):
+    for key, array in arrays.items():
+        view = store.by_key(key)
+        assert view.key == key
+        np.testing.assert_array_equal(np.asarray(view), array)
+        np.testing.assert_array_equal(np.asarray(store[key]), array)
+    np.testing.assert_array_equal(np.asarray(store["b", 1:, ::2]), arrays["b"][1:, ::2])
+    with pytest.raises(ls.EntryNotFoundError) as info:
+        store.by_key("nope")
+    assert isinstance(info.value, KeyError) and "nope" in str(info.value)
+    sub = store.all().take([0])
+    with pytest.raises(KeyError):
+        sub.by_key("b")  # in the store, not in this selection
