@@ -335,3 +335,19 @@ def test_entries_by_key(store, arrays):
     sub = store.all().take([0])
     with pytest.raises(KeyError):
         sub.by_key("b")  # in the store, not in this selection
+
+
+def test_callback_raising_is_reported_with_its_cause(good_store):
+    raw, dst, before = good_store
+    touch_sources(raw, ["zz_raises"])
+
+    def callback(path: str):
+        if "zz_raises" in path:
+            raise RuntimeError("decoder exploded")
+        return GOOD[Path(path).stem]
+
+    with pytest.raises(ls.CallbackError) as info:
+        ls.compile(raw, dst, callback=callback, callback_version="v1")
+    assert "zz_raises.dat" in str(info.value) and "decoder exploded" in str(info.value)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert _snapshot(dst) == before
