@@ -276,6 +276,12 @@ class CatalogWriter:
 def _check_keys(files: Iterable[str]) -> None:
     seen: dict[str, str] = {}
     for rel in files:
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidDataError(
+                f"source file {rel!r}: its name is not valid UTF-8, so it cannot be an entry key: rename it."
+            ) from None
         key = entry_key(rel)
         if key in seen:
             raise InvalidDataError(

@@ -30,6 +30,11 @@ def _clean(value: Any, where: str, path: str) -> Any:
     if isinstance(value, np.str_):
         return str(value)
     if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise InvalidDataError(
+                f"{where}: metadata {path} is an integer beyond 64 bits ({value}): SQLite cannot index it; store it "
+                "as a string."
+            )
         return int(value)
     if isinstance(value, float):
         if not math.isfinite(value):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,37 @@ class Columns:
         )
 
 
+_SHAPE_CHARS = re.compile(r"[0-9, \n\[\]]*")
+
+
+def _parse_shapes(texts: list) -> list:
+    """The shape lists of ``texts``, parsed in one go when each is a plain ``[d0,d1,...]``; else one by one, with
+    None for a text that is not JSON (so that the row at fault, not its neighbours, is reported)."""
+    if not texts:
+        return []
+    if all(type(t) is str for t in texts):
+        joined, n = "\n".join(texts), len(texts)
+        # One line per text, each one "[" + digits, commas and spaces + "]": then one parse splits them exactly.
+        if (
+            _SHAPE_CHARS.fullmatch(joined)
+            and joined.count("\n") == joined.count("\n[") == joined.count("]\n") == n - 1
+            and joined.count("[") == joined.count("]") == n
+            and joined.startswith("[")
+            and joined.endswith("]")
+        ):
+            try:
+                return json.loads("[" + joined.replace("\n", ",") + "]")
+            except ValueError:
+                pass
+    out = []
+    for text in texts:
+        try:
+            out.append(json.loads(text))
+        except (TypeError, ValueError):
+            out.append(None)
+    return out
+
+
 def build_columns(rows: list[tuple], shards: dict[int, tuple[str, int]], where: str) -> Columns:
     """Columns from catalog rows ``(id, key, shard_id, offset, nbytes, dtype, shape)``, each validated.
 
@@ -72,10 +104,7 @@ def build_columns(rows: list[tuple], shards: dict[int, tuple[str, int]], where: 
     offset = np.empty(n, np.int64)
     nbytes = np.empty(n, np.int64)
     dcode = np.empty(n, np.int16)
-    try:
-        shapes = json.loads("[" + ",".join(r[6] for r in rows) + "]") if n else []
-    except (TypeError, ValueError):
-        shapes = None
+    shapes = _parse_shapes([r[6] for r in rows])
     for i, (eid, key, sid, off, nb, descr, shape_text) in enumerate(rows):
         code = descrs.get(descr)
         if code is None:
@@ -83,8 +112,8 @@ def build_columns(rows: list[tuple], shards: dict[int, tuple[str, int]], where: 
             code = descrs[descr] = len(dtypes) - 1
         if sid not in shard_pos:
             raise CorruptStoreError(f"{where}: entry {key!r} names shard {sid}, which the catalog does not list.")
-        shape = shapes[i] if shapes is not None else None
-        if shapes is None or not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        shape = shapes[i]
+        if not isinstance(shape, list) or len(shape) > 64 or not all(type(d) is int and d >= 0 for d in shape):
             raise CorruptStoreError(f"{where}: entry {key!r} has an invalid shape {shape_text!r}.")
         if not (type(off) is int and type(nb) is int and 0 <= off < _MAX_NBYTES and 0 <= nb < _MAX_NBYTES):
             raise CorruptStoreError(f"{where}: entry {key!r} has an invalid offset/nbytes ({off!r}, {nb!r}).")
@@ -230,7 +259,11 @@ class Selection:
         if nbytes == 0:
             return np.empty(shape, dtype)
         s = c.shard[i]
-        mm = self._store._reader.get(c.shard_paths[s], int(c.shard_sizes[s]))
+        try:
+            mm = self._store._reader.get(c.shard_paths[s], int(c.shard_sizes[s]))
+        except CorruptStoreError as exc:
+            key = self._store._keys_of(c.ids[i : i + 1])[0]
+            raise CorruptStoreError(f"entry {key!r}: {exc}") from exc
         return np.ndarray(shape, dtype, buffer=mm, offset=int(c.offset[i]))
 
     def _read(self, i: int, index: tuple) -> np.ndarray:
@@ -243,6 +276,8 @@ class Selection:
 
     def __getitem__(self, key: Any):
         first, rest = (key[0], key[1:]) if isinstance(key, tuple) and key else (key, ())
+        if isinstance(first, np.ndarray) and first.ndim == 0 and first.dtype.kind in "iu":
+            first = first.item()  # numpy indexes with a 0-d integer array as with an int
         if isinstance(first, (int, np.integer)) and not isinstance(first, (bool, np.bool_)):
             return self._read(self._position(first), rest)
         if isinstance(first, (slice, list, np.ndarray)):

@@ -148,13 +148,20 @@ class Store:
 
     def _metadata_of(self, entry_id: int) -> dict[str, Any]:
         with self.engine.connect() as conn:
-            raw = conn.execute(select(entries.c.metadata).where(entries.c.id == entry_id)).scalar()
-        if raw is None:
+            row = conn.execute(select(entries.c.key, entries.c.metadata).where(entries.c.id == entry_id)).first()
+        if row is None:
             raise LardonStoreError(f"{self.root}: entry id {entry_id} was removed since this selection was made.")
+        key, raw = row
         try:
-            return json.loads(raw)
-        except ValueError as exc:
-            raise CorruptStoreError(f"{self.root}: entry id {entry_id} has malformed metadata JSON.") from exc
+            found = json.loads(raw) if isinstance(raw, str) else None
+        except ValueError:
+            found = None
+        if not isinstance(found, dict):
+            raise CorruptStoreError(
+                f"{self.root}: entry {key!r} has malformed metadata {raw!r:.80}: it must be a JSON object; "
+                "run `lardon-store verify`."
+            )
+        return found
 
     # --- summary ----------------------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
