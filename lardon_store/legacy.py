@@ -136,7 +136,8 @@ def _check_record(root: Path, relpath: Any, record: Any) -> tuple[str, np.dtype,
         raise LegacyStoreError(f"{where}: invalid shape {shape!r} in the catalog.")
     shape = tuple(shape)
     try:
-        dtype = np.dtype(record["dtype"])
+        raw = record["dtype"]
+        dtype = raw() if isinstance(raw, type) and issubclass(raw, np.dtype) else np.dtype(raw)
         dtype_to_descr(dtype, str(where))
     except (TypeError, InvalidDataError) as exc:
         raise LegacyStoreError(f"{where}: unsupported dtype {record['dtype']!r}: {exc}") from None
