@@ -244,3 +244,35 @@ def test_parser_holds_the_lock_and_replaces(tmp_path):
     with lardon.LardonParser(None, target, force=True) as parser:
         parser.register(np.arange(1), {})
     assert lardon.parse_folder(target).keys == ["data_0"]
+
+
+def test_parser_killed_inside_block_leaves_previous_state(tmp_path):
+    """SIGKILL inside the block (bytes appended, rows not committed): the store shows the previous commit only."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    target = tmp_path / "store"
+    with lardon.LardonParser(None, target) as parser:
+        parser.register(np.arange(3), {}, "before")
+    script = textwrap.dedent(
+        f"""
+        import os, signal, numpy as np, lardon_store as lardon
+        with lardon.LardonParser(None, {str(target)!r}) as parser:
+            parser.register(np.arange(1000), {{}}, "before")
+            parser.register(np.ones(50), {{}}, "after")
+            parser._writer.writer.sync()
+            os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    lst = lardon.parse_folder(target)
+    assert lst.keys == ["before"]
+    np.testing.assert_array_equal(lst[0], np.arange(3))
+    with lardon.LardonParser(None, target) as parser:  # the lock died with the process
+        parser.register(np.zeros(2), {}, "after")
+    assert lardon.parse_folder(target).keys == ["after", "before"]
