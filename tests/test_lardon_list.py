@@ -276,3 +276,20 @@ def test_parser_killed_inside_block_leaves_previous_state(tmp_path):
     with lardon.LardonParser(None, target) as parser:  # the lock died with the process
         parser.register(np.zeros(2), {}, "after")
     assert lardon.parse_folder(target).keys == ["after", "before"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_entry_slices_with_inner_indices(dataset, data):
+    """``lst[entries, *index]`` is ``[x[index] for x in arrays[entries]]`` (list mode), for any entry slice."""
+    path, arrays = dataset
+    lst = lardon.parse_folder(path)
+    entries = data.draw(st.slices(len(arrays)) | st.lists(st.integers(-5, 4), max_size=6))
+    smallest = tuple(min(s[d] for s in SHAPES) for d in range(3))
+    index = data.draw(basic_indices(shape=smallest, allow_newaxis=True))
+    index = index if isinstance(index, tuple) else (index,)
+    picked = arrays[entries] if isinstance(entries, slice) else [arrays[e] for e in entries]
+    got = lst[(entries, *index)]
+    assert len(got) == len(picked)
+    for g, x in zip(got, picked):
+        np.testing.assert_array_equal(g, x[index])
