@@ -98,6 +98,10 @@ def test_metadata_items(dataset):
     batch, metas = lst[1:3]
     assert [m["i"] for m in metas] == [1, 2] and len(batch) == 2
     assert [m["i"] for _, m in lst] == list(range(5))
+    both = lardon.parse_folder(path, drop_metadata=True, return_indices=True)
+    data, metadata, index = both[-1, 0]
+    assert metadata["i"] == 4 and index == (4, 0)
+    np.testing.assert_array_equal(data, arrays[4][0])
 
 
 @settings(max_examples=30, deadline=None)

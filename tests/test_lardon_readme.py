@@ -88,6 +88,8 @@ def test_quick_start_generated_data(tmp_path, monkeypatch):
 def test_data_parsing(dumb):
     offline_list, arrays = dumb
     assert len(offline_list) == N_ITEMS
+    lo, hi = min(x.shape[3] for x in arrays), max(x.shape[3] for x in arrays)
+    assert offline_list.shape[0] == N_ITEMS and offline_list.shape[3:] == (23, (lo, hi))
     for item, x in zip(offline_list, arrays):
         np.testing.assert_array_equal(item, x)
 
