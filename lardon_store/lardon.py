@@ -24,6 +24,7 @@ from .legacy import LEGACY_CATALOG
 from .selection import Columns, Entry, Selection
 from .shards import DEFAULT_MAX_SHARD_BYTES
 from .store import Store
+from .transforms import shape_ranges
 
 __all__ = ["LardonParser", "checkdir", "parse_folder", "scatter"]
 
@@ -125,10 +126,7 @@ class ScatteredSelection(Selection):
         return sum(int(np.prod(self.shape_of(i), dtype=np.int64)) * self.dtype_of(i).itemsize for i in range(len(self)))
 
     def _item_ranges(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        out = {}
-        for nd, (lo, hi) in self._base.take(np.unique(self._base_pos))._item_ranges().items():
-            out[nd - 1] = (np.delete(lo, self._axis), np.delete(hi, self._axis))
-        return out
+        return shape_ranges(*item_dims(self))
 
     def take(self, positions: Any) -> Selection | Entry:
         if isinstance(positions, (int, np.integer)) and not isinstance(positions, (bool, np.bool_)):
@@ -142,6 +140,14 @@ class ScatteredSelection(Selection):
         raise TypeError("a scattered list can only be narrowed with take(); filter the list before scatter().")
 
 
+def item_dims(sel: Selection) -> tuple[np.ndarray, np.ndarray]:
+    """The stored shapes of a list's items as columns: ndim per item, and sizes padded with 0 to the widest."""
+    if isinstance(sel, ScatteredSelection):
+        ndim, dims = item_dims(sel._base)
+        return ndim[sel._base_pos] - 1, np.delete(dims[sel._base_pos], sel._axis, axis=1)
+    return sel._columns.ndim.astype(np.int64), sel._columns.dims
+
+
 def scatter(sel: Selection, axis: int = 0) -> Selection:
     """The list of every item's sub-arrays along ``axis``: item ``k`` of shape ``(..., n, ...)`` gives ``n`` items.
 
@@ -152,22 +158,21 @@ def scatter(sel: Selection, axis: int = 0) -> Selection:
     """
     if sel.transforms:
         raise ValueError("scatter() on a list with expand_dims/squeeze transforms: call scatter first, then transform.")
-    n = len(sel)
-    sizes = np.empty(n, np.int64)
-    norm = axis
-    for i in range(n):
-        shape = sel.shape_of(i)
-        a = axis + len(shape) if axis < 0 else axis
-        if not 0 <= a < len(shape):
-            raise np.exceptions.AxisError(f"scatter({axis}): entry {i} has only {len(shape)} dimensions {shape}")
-        if i and a != norm:
-            raise ValueError(f"scatter({axis}): entries have different numbers of dimensions; give a positive axis")
-        norm = a
-        sizes[i] = shape[a]
+    ndim, dims = item_dims(sel)
+    n = len(ndim)
+    if axis < 0:
+        if len(np.unique(ndim)) > 1:
+            raise ValueError(f"scatter({axis}): the items have different numbers of dimensions; give a positive axis")
+        axis += int(ndim[0]) if n else 0
+    short = np.flatnonzero(ndim <= axis)
+    if axis < 0 or len(short):
+        i = int(short[0]) if len(short) else 0
+        raise np.exceptions.AxisError(f"scatter({axis}): item {i} has only {int(ndim[i])} dimensions")
+    sizes = dims[:, axis] if n else np.zeros(0, np.int64)
     base_pos = np.repeat(np.arange(n, dtype=np.int64), sizes)
     starts = np.repeat(np.cumsum(sizes) - sizes, sizes)
     sub = np.arange(len(base_pos), dtype=np.int64) - starts
-    return ScatteredSelection(sel, base_pos, sub, norm, **sel._options())
+    return ScatteredSelection(sel, base_pos, sub, axis, **sel._options())
 
 
 class LardonParser:

@@ -302,3 +302,16 @@ def test_entry_slices_with_inner_indices(dataset, data):
     assert len(got) == len(picked)
     for g, x in zip(got, picked):
         np.testing.assert_array_equal(g, x[index])
+
+
+def test_scatter_axes_and_errors(dataset):
+    path, arrays = dataset
+    lst = lardon.parse_folder(path)
+    sc = lst.scatter(-1)
+    expected = [x[:, :, j] for x in arrays for j in range(x.shape[2])]
+    assert len(sc) == len(expected) and sc.shape == (len(expected), 3, (2, 5))
+    for k in (0, 6, len(expected) - 1):
+        np.testing.assert_array_equal(sc[k], expected[k])
+    with pytest.raises(np.exceptions.AxisError, match="only 3 dimensions"):
+        lst.scatter(3)
+    assert len(lst.take([]).scatter(0)) == 0
