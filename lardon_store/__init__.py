@@ -11,13 +11,18 @@ from .errors import (
     IncompatibleSchemaError,
     InvalidDataError,
     LardonStoreError,
+    LegacyNotImportedError,
+    LegacyStoreError,
     QueryError,
     ReadOnlyStoreError,
     SchemaOutdatedError,
     StoreLockedError,
     StoreNotFoundError,
+    UnsafeLegacyCatalogError,
 )
 from .indexing import randslice
+from .lardon import LardonParser, checkdir, parse_folder, scatter
+from .legacy import import_lardon
 from .selection import Entry, Selection
 from .store import Store, migrate_store
 from .store import open_store as open
@@ -31,7 +36,10 @@ __all__ = [
     "EntryNotFoundError",
     "IncompatibleSchemaError",
     "InvalidDataError",
+    "LardonParser",
     "LardonStoreError",
+    "LegacyNotImportedError",
+    "LegacyStoreError",
     "QueryError",
     "ReadOnlyStoreError",
     "SchemaOutdatedError",
@@ -39,12 +47,17 @@ __all__ = [
     "Store",
     "StoreLockedError",
     "StoreNotFoundError",
+    "UnsafeLegacyCatalogError",
     "batch",
+    "checkdir",
     "compile",
     "default_callback",
+    "import_lardon",
     "migrate_store",
     "open",
+    "parse_folder",
     "randslice",
+    "scatter",
 ]
 
 __version__ = "0.1.0"

@@ -120,6 +120,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("import-lardon", "give a folder of the original lardon (parsing.ldn) a lardon_store catalog")
+def cmd_import_lardon(args: argparse.Namespace) -> int:
+    """Import DIR, made by the original lardon, reading its parsing.ldn with a restricted unpickler.
+
+    The data files are referenced in place unless --copy packs them into shards.
+    Python twin: lardon_store.import_lardon(dir, copy=False).
+
+    Example:
+        lardon-store import-lardon old_dataset/parsed
+        lardon-store import-lardon old_dataset/parsed --copy
+    """
+    from .legacy import import_lardon
+
+    store = import_lardon(args.dir, copy=args.copy)
+    mode = "copied into shards" if args.copy else "referenced in place"
+    print(f"{store.root}: imported {len(store)} entries ({mode})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="lardon-store", description=__doc__)
@@ -142,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("dir", nargs="?", default="lardon-demo", help="folder to build in (default ./lardon-demo)")
     p.add_argument("--files", type=int, default=200, help="number of synthetic source files")
+    p = sub.add_parser("import-lardon", help=COMMANDS["import-lardon"][0], description=cmd_import_lardon.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("dir", help="the folder holding parsing.ldn")
+    p.add_argument("--copy", action="store_true", help="pack the data into shards instead of referencing the files")
     return parser
 
 

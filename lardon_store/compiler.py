@@ -207,6 +207,7 @@ class CatalogWriter:
         self.pending_entries: list[tuple[str, dict, dict]] = []  # (source path or "", entry row, metadata)
         self.pending_bytes = 0
         self.entries_written = 0
+        self.existing_shards: dict[str, int] = {}
 
     def add(self, source_row: dict | None, items: list[tuple[str, np.ndarray, dict]]) -> None:
         """Append the items' bytes now; their rows (and ``source_row``) wait for the next ``commit``."""
@@ -228,15 +229,36 @@ class CatalogWriter:
             self.pending_entries.append((source_path, row, md))
             self.pending_bytes += nbytes
 
+    def add_existing(self, key: str, relpath: str, size: int, dtype: np.dtype, shape: tuple, crc: str, md: dict):
+        """Reference a whole file already inside the store (a legacy lardon file) as the bytes of entry ``key``."""
+        self.existing_shards[relpath] = size
+        row = {
+            "key": key,
+            "shard_path": relpath,
+            "offset": 0,
+            "nbytes": size,
+            "dtype": dtype.str,
+            "shape": "[" + ",".join(str(d) for d in shape) + "]",
+            "checksum": crc,
+            "metadata": meta.to_json(md),
+        }
+        self.pending_entries.append(("", row, md))
+
     def full(self) -> bool:
         return self.pending_bytes >= BATCH_BYTES or len(self.pending_sources) >= BATCH_SOURCES
 
-    def commit(self) -> None:
-        """fsync the bytes, then commit every pending row in one transaction."""
+    def commit(self, before_rows: Callable[[Connection], None] | None = None) -> None:
+        """fsync the bytes, then commit every pending row in one transaction.
+
+        ``before_rows(conn)`` runs first inside that transaction (e.g. to delete the entries being replaced).
+        """
         _crash_point("before_sync")
         sizes = self.writer.sync()
+        sizes.update(self.existing_shards)
         _crash_point("after_write")
         with self.store.engine.begin() as conn:
+            if before_rows is not None:
+                before_rows(conn)
             for path, size in sizes.items():
                 if path in self.shard_ids:
                     conn.execute(update(shards).where(shards.c.path == path).values(size=size))
@@ -268,6 +290,7 @@ class CatalogWriter:
             _crash_point("before_commit")
         self.entries_written += len(self.pending_entries)
         self.pending_sources, self.pending_entries, self.pending_bytes = [], [], 0
+        self.existing_shards = {}
 
     def close(self) -> None:
         self.writer.close()

@@ -12,11 +12,14 @@ __all__ = [
     "IncompatibleSchemaError",
     "InvalidDataError",
     "LardonStoreError",
+    "LegacyNotImportedError",
+    "LegacyStoreError",
     "QueryError",
     "ReadOnlyStoreError",
     "SchemaOutdatedError",
     "StoreLockedError",
     "StoreNotFoundError",
+    "UnsafeLegacyCatalogError",
     "BatchError",
     "CallbackError",
 ]
@@ -71,3 +74,15 @@ class QueryError(LardonStoreError, ValueError):
 
 class BatchError(LardonStoreError, ValueError):
     """Items cannot be batched in the asked mode (for instance, arrays of different numbers of dimensions)."""
+
+
+class UnsafeLegacyCatalogError(LardonStoreError):
+    """A legacy ``parsing.ldn`` asks to load something other than plain containers and numpy dtypes: not executed."""
+
+
+class LegacyStoreError(LardonStoreError, ValueError):
+    """A legacy lardon folder cannot be imported as it is (bad strides, truncated or missing data files...)."""
+
+
+class LegacyNotImportedError(StoreNotFoundError):
+    """The folder is a legacy lardon store without a lardon_store catalog: import it first."""

@@ -20,6 +20,7 @@ from .batching import batch, check_mode
 from .errors import CorruptStoreError, EntryNotFoundError
 from .indexing import has_random, resolve, view_shape
 from .shards import descr_to_dtype
+from .transforms import apply_transforms, check_transform, list_shape, shape_ranges
 
 if TYPE_CHECKING:
     from .store import Store
@@ -154,6 +155,11 @@ class Selection:
 
     ``sel[i]`` reads entry ``i``; ``sel[i, ...idx]`` reads only ``entry[idx]``; ``sel[a:b]``, ``sel[[i, j]]`` and
     boolean or integer arrays read several entries, combined by ``batch_mode`` (``"list"``, ``"pad"``, ``"crop"``).
+
+    The lardon-style options: ``dtype`` converts each item read; ``return_metadata`` makes an item ``(data,
+    metadata)``; ``return_indices`` appends the index actually read (randslice draws included), so ``sel[index]``
+    reads the same data again; ``transforms`` are ``(name, axis)`` pairs (see ``expand_dims``, ``squeeze``) applied
+    to each item before batching.
     """
 
     def __init__(
@@ -163,6 +169,10 @@ class Selection:
         batch_mode: str = "list",
         batch_args: dict[str, Any] | None = None,
         seed: int | None = None,
+        dtype: Any = None,
+        return_metadata: bool = False,
+        return_indices: bool = False,
+        transforms: tuple[tuple[str, int], ...] = (),
     ):
         self._store = store
         self._columns = columns
@@ -170,14 +180,18 @@ class Selection:
         self.batch_args = dict(batch_args or {})
         self._seed = seed
         self._rng_state: tuple[int, np.random.Generator] | None = None
+        self._dtype = np.dtype(dtype) if dtype is not None else None
+        self.return_metadata = bool(return_metadata)
+        self.return_indices = bool(return_indices)
+        self._transforms = tuple(transforms)
 
     # --- size and order -------------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._columns.ids)
 
-    def __iter__(self) -> Iterator[np.ndarray]:
+    def __iter__(self) -> Iterator[Any]:
         for i in range(len(self)):
-            yield self._read(i, ())
+            yield self[i]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} of {len(self)} entries from {self._store.root}>"
@@ -219,13 +233,85 @@ class Selection:
         """A lazy view of entry ``i``: index it to compose views, ``np.asarray`` it to read."""
         return Entry(self, self._position(i), ())
 
-    def take(self, positions: Any) -> Selection:
-        """The selection of the entries at ``positions`` (int array, list, slice or boolean mask), in that order."""
+    def take(self, positions: Any) -> Selection | Entry:
+        """The selection of the entries at ``positions`` (int array, list, slice or boolean mask), in that order.
+
+        A single int gives that entry's lazy view, as the seed project's ``take`` did.
+        """
+        if isinstance(positions, (int, np.integer)) and not isinstance(positions, (bool, np.bool_)):
+            return self.entry(positions)
         positions = np.arange(len(self))[positions]
         return self._derive(self._columns.take(np.atleast_1d(positions)))
 
     def _derive(self, columns: Columns) -> Selection:
-        return Selection(self._store, columns, self.batch_mode, self.batch_args, self._seed)
+        return Selection(self._store, columns, **self._options())
+
+    def _options(self) -> dict[str, Any]:
+        """The reading options a derived selection keeps."""
+        return {
+            "batch_mode": self.batch_mode,
+            "batch_args": self.batch_args,
+            "seed": self._seed,
+            "dtype": self._dtype,
+            "return_metadata": self.return_metadata,
+            "return_indices": self.return_indices,
+            "transforms": self._transforms,
+        }
+
+    # --- the list view of the seed project (shape, dtype, transforms, scatter) --------------------------------
+    def _item_ranges(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Per ndim present, the (min, max) stored size of each axis of the items."""
+        return shape_ranges(self._columns.ndim, self._columns.dims)
+
+    @property
+    def shape(self) -> tuple:
+        """``(len, *dims)`` of the items after transforms; a dimension that varies is ``(min, max)``."""
+        return list_shape(len(self), self._item_ranges(), self._transforms)
+
+    @property
+    def ndim(self) -> int:
+        """``len(self.shape)``: one for the list axis plus the items' number of dimensions."""
+        return len(self.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype items are read as: the ``dtype`` option when given, else numpy's common type of the entries."""
+        if self._dtype is not None:
+            return self._dtype
+        codes = np.unique(self._columns.dtype).tolist()
+        if not codes:
+            return np.dtype(np.float64)
+        return np.result_type(*(self._columns.dtypes[c] for c in codes))
+
+    @dtype.setter
+    def dtype(self, value: Any) -> None:
+        self._dtype = np.dtype(value) if value is not None else None
+
+    @property
+    def entries(self) -> list[Entry]:
+        """A lazy view of each entry, in order (one Python object per entry: prefer indexing for large lists)."""
+        return [Entry(self, i, ()) for i in range(len(self))]
+
+    @property
+    def transforms(self) -> tuple[tuple[str, int], ...]:
+        """The per-item transforms, as ``(name, axis)`` pairs applied in order."""
+        return self._transforms
+
+    def expand_dims(self, axis: int) -> Selection:
+        """Insert an axis of size 1 at ``axis`` of each item read from now on (in place, as in the seed); self."""
+        self._transforms += (check_transform(self._item_ranges(), self._transforms, "expand_dims", axis),)
+        return self
+
+    def squeeze(self, axis: int) -> Selection:
+        """Remove ``axis`` (of size 1 in every item) from each item read from now on (in place); self."""
+        self._transforms += (check_transform(self._item_ranges(), self._transforms, "squeeze", axis),)
+        return self
+
+    def scatter(self, axis: int = 0) -> Selection:
+        """A new list whose items are the sub-arrays of each item along ``axis`` (see lardon.scatter)."""
+        from .lardon import scatter
+
+        return scatter(self, axis)
 
     # --- reading --------------------------------------------------------------------------------------------
     def rng(self) -> np.random.Generator:
@@ -266,23 +352,48 @@ class Selection:
             raise CorruptStoreError(f"entry {key!r}: {exc}") from exc
         return np.ndarray(shape, dtype, buffer=mm, offset=int(c.offset[i]))
 
-    def _read(self, i: int, index: tuple) -> np.ndarray:
+    def _read_item(self, i: int, index: tuple) -> tuple[np.ndarray, tuple]:
+        """Entry ``i`` indexed by ``index`` (randslices drawn), converted and transformed; and the index used."""
         x = self._mapped(i)
         if index:
             if has_random(index):
                 index = resolve(index, x.shape, self.rng())
             x = x[index]
-        return x.copy() if isinstance(x, np.ndarray) else x
+        if self._dtype is not None:
+            x = np.array(x, dtype=self._dtype)
+        elif isinstance(x, np.ndarray):
+            x = x.copy()
+        if self._transforms:
+            x = apply_transforms(x, self._transforms)
+        return x, index
+
+    def _read(self, i: int, index: tuple) -> np.ndarray:
+        return self._read_item(i, index)[0]
+
+    def _item(self, i: int, index: tuple):
+        x, used = self._read_item(i, index)
+        if not (self.return_metadata or self.return_indices):
+            return x
+        out = (x,)
+        if self.return_metadata:
+            out += (self.metadata(i),)
+        if self.return_indices:
+            out += ((i, *used),)
+        return out
 
     def __getitem__(self, key: Any):
         first, rest = (key[0], key[1:]) if isinstance(key, tuple) and key else (key, ())
         if isinstance(first, np.ndarray) and first.ndim == 0 and first.dtype.kind in "iu":
             first = first.item()  # numpy indexes with a 0-d integer array as with an int
         if isinstance(first, (int, np.integer)) and not isinstance(first, (bool, np.bool_)):
-            return self._read(self._position(first), rest)
+            return self._item(self._position(first), rest)
         if isinstance(first, (slice, list, np.ndarray)):
             positions = np.arange(len(self))[first]
-            return batch([self._read(int(p), rest) for p in np.atleast_1d(positions)], self.batch_mode, self.batch_args)
+            items = [self._item(int(p), rest) for p in np.atleast_1d(positions)]
+            if not (self.return_metadata or self.return_indices):
+                return batch(items, self.batch_mode, self.batch_args)
+            columns = list(zip(*items)) if items else [[]] * (1 + self.return_metadata + self.return_indices)
+            return (batch(list(columns[0]), self.batch_mode, self.batch_args), *(list(c) for c in columns[1:]))
         if isinstance(first, str):
             return self.by_key(first)[rest] if rest else self.by_key(first)[()]
         raise TypeError(

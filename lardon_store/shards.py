@@ -71,14 +71,27 @@ def shard_name(number: int) -> str:
     return f"blobs/shard-{number:06d}.bin"
 
 
+def is_safe_relpath(relpath: str) -> bool:
+    """Whether ``relpath`` is a plain relative POSIX path: no ``..``, ``.`` or empty part, not absolute, no ``\\``."""
+    if not isinstance(relpath, str) or not relpath or relpath.startswith("/") or "\\" in relpath or "\x00" in relpath:
+        return False
+    return all(part not in ("", ".", "..") for part in relpath.split("/"))
+
+
 def resolve_shard_path(root: Path, relpath: str) -> Path:
-    """The absolute path of a shard, refusing any path that could leave the store (``..``, absolute, symlinks)."""
-    if not isinstance(relpath, str) or not SHARD_PATTERN.match(relpath):
+    """The absolute path of a shard, refusing any path that could leave the store (``..``, absolute, symlinks).
+
+    A shard is ``blobs/shard-NNNNNN.bin``, or (for a legacy lardon folder imported in place) any file inside the
+    store root named by a plain relative path; no component of it may be a symbolic link.
+    """
+    if not isinstance(relpath, str) or not (SHARD_PATTERN.match(relpath) or is_safe_relpath(relpath)):
         raise CorruptStoreError(f"{root}: the catalog names an invalid shard path {relpath!r}.")
     path = root / relpath
     real_root = os.path.realpath(root)
     real = os.path.realpath(path)
-    if os.path.commonpath([real_root, real]) != real_root or os.path.islink(path):
+    parts = relpath.split("/")
+    linked = any(os.path.islink(root.joinpath(*parts[: i + 1])) for i in range(len(parts)))
+    if os.path.commonpath([real_root, real]) != real_root or linked:
         raise CorruptStoreError(f"{root}: shard {relpath!r} is a link out of the store; refusing to read it.")
     return path
 
@@ -93,7 +106,7 @@ class ShardWriter:
     def __init__(self, root: Path, existing: dict[str, int], max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES):
         self.root = root
         self.max_shard_bytes = max_shard_bytes
-        numbers = [int(p[len("blobs/shard-") : -len(".bin")]) for p in existing]
+        numbers = [int(p[len("blobs/shard-") : -len(".bin")]) for p in existing if SHARD_PATTERN.match(p)]
         self._next_number = max(numbers, default=0) + 1
         self._file = None
         self._path: str | None = None
