@@ -395,7 +395,7 @@ class Selection:
             columns = list(zip(*items)) if items else [[]] * (1 + self.return_metadata + self.return_indices)
             return (batch(list(columns[0]), self.batch_mode, self.batch_args), *(list(c) for c in columns[1:]))
         if isinstance(first, str):
-            return self.by_key(first)[rest] if rest else self.by_key(first)[()]
+            return self._item(self.by_key(first)._pos, rest)
         raise TypeError(
             f"the first index of a selection picks entries: use an int, slice, int list or array, or a key "
             f"string, not {type(first).__name__}"
