@@ -18,6 +18,7 @@ from .errors import (
     StoreNotFoundError,
 )
 from .indexing import randslice
+from .query import Expr, meta
 from .selection import Entry, Selection
 from .store import Store, migrate_store
 from .store import open_store as open
@@ -29,6 +30,7 @@ __all__ = [
     "CorruptStoreError",
     "Entry",
     "EntryNotFoundError",
+    "Expr",
     "IncompatibleSchemaError",
     "InvalidDataError",
     "LardonStoreError",
@@ -42,6 +44,7 @@ __all__ = [
     "batch",
     "compile",
     "default_callback",
+    "meta",
     "migrate_store",
     "open",
     "randslice",

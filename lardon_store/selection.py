@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import query
 from .batching import batch, check_mode
 from .errors import CorruptStoreError, EntryNotFoundError
 from .indexing import has_random, resolve, view_shape
@@ -127,6 +128,8 @@ class Selection:
     boolean or integer arrays read several entries, combined by ``batch_mode`` (``"list"``, ``"pad"``, ``"crop"``).
     """
 
+    _condition = None  # an SQL condition every entry satisfies (set by Store.select), or None
+
     def __init__(
         self,
         store: Store,
@@ -196,7 +199,27 @@ class Selection:
         return self._derive(self._columns.take(np.atleast_1d(positions)))
 
     def _derive(self, columns: Columns) -> Selection:
-        return Selection(self._store, columns, self.batch_mode, self.batch_args, self._seed)
+        derived = Selection(self._store, columns, self.batch_mode, self.batch_args, self._seed)
+        derived._condition = self._condition
+        return derived
+
+    # --- metadata queries (see query.py) --------------------------------------------------------------------
+    def where(self, *conditions: query.Expr | str, **equals: Any) -> Selection:
+        """The entries of this selection matching every condition (``meta`` expressions, query strings, or
+        ``key=value`` equalities), in this selection's order."""
+        return query.refine(self, conditions, equals)
+
+    def order_by(self, key: str, descending: bool = False) -> Selection:
+        """This selection sorted by metadata ``key``; entries without a value for it come last."""
+        return query.order_selection(self, key, descending)
+
+    def limit(self, n: int) -> Selection:
+        """The first ``n`` entries of this selection."""
+        return self.take(slice(0, max(int(n), 0)))
+
+    def metadata_columns(self, keys: list[str]) -> dict[str, np.ndarray]:
+        """One numpy array of values per metadata key (object dtype with None where mixed or missing)."""
+        return query.metadata_columns(self, keys)
 
     # --- reading --------------------------------------------------------------------------------------------
     def rng(self) -> np.random.Generator:
