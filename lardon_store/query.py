@@ -56,7 +56,7 @@ __all__ = [
     "selection_rows",
 ]
 
-KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+KEY_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # used with fullmatch: "$" would accept "a\n"
 OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _REVERSED = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 _NUMERIC = ("int", "float")
@@ -65,7 +65,7 @@ MAX_QUERY_CHARS = 10_000
 
 def check_key(key: Any) -> str:
     """``key`` if it is a valid metadata key, else QueryError."""
-    if not isinstance(key, str) or not KEY_PATTERN.match(key):
+    if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
         raise QueryError(f"metadata key {key!r} is not valid: keys match [A-Za-z_][A-Za-z0-9_]*.")
     return key
 
@@ -504,7 +504,9 @@ class _Parser:
             raise self.error(left, f"operator {type(op).__name__} is not allowed: use == != < <= > >= in, not in")
         symbol = _AST_OPS[type(op)]
         if isinstance(left, ast.Name) and isinstance(right, ast.Name):
-            raise self.error(right, "comparing two keys is not supported: compare a key with a value")
+            raise self.error(
+                right, f"comparing two keys is not supported: compare a key with a value (quote strings: '{right.id}')"
+            )
         if isinstance(left, ast.Name):
             return self.make(left, Compare, self.key(left), symbol, self.value(right))
         if isinstance(right, ast.Name):
@@ -518,7 +520,7 @@ class _Parser:
             raise self.error(node, str(exc).rstrip(".")) from None
 
     def key(self, node: ast.Name) -> str:
-        if not KEY_PATTERN.match(node.id):
+        if not KEY_PATTERN.fullmatch(node.id):
             raise self.error(node, f"key {node.id!r} is not valid: keys match [A-Za-z_][A-Za-z0-9_]*")
         return node.id
 
