@@ -138,15 +138,31 @@ def _leaf(key: str, *clauses: ColumnElement) -> ColumnElement:
     return entries.c.id.in_(sub)
 
 
+def _probe(key: str, *clauses: ColumnElement) -> ColumnElement:
+    mv = meta_values.c
+    return select(literal(1)).where(mv.entry_id == entries.c.id, mv.key == key, *clauses).exists()
+
+
+def _selectivity_rank(rows: list[ColumnElement]) -> int:
+    """0 for an equality (few matches expected), 1 for a two-sided range, 2 for a one-sided one, 3 otherwise."""
+    values = [r for r in rows if getattr(r, "left", None) is not meta_values.c.type] or rows
+    ops = [getattr(getattr(r, "operator", None), "__name__", "") for r in values]
+    if "eq" in ops or "in_op" in ops:
+        return 0
+    if "between_op" in ops or sum(o in ("lt", "le", "gt", "ge") for o in ops) >= 2:
+        return 1
+    return 2 if any(o in ("lt", "le", "gt", "ge") for o in ops) else 3
+
+
 def _cmp(op: str, column, value) -> ColumnElement:
     return OPS[op](column, value)
 
 
-def _numeric(key: str, clause: ColumnElement, bool_could_match: bool) -> ColumnElement:
+def _numeric(clause: ColumnElement, bool_could_match: bool) -> tuple[ColumnElement, ...]:
     # Bools are kept in `num` as 0/1; the type test is needed (and costs a table look-up) only when 0 or 1 matches.
     if bool_could_match:
-        return _leaf(key, meta_values.c.type.in_(_NUMERIC), clause)
-    return _leaf(key, clause)
+        return (meta_values.c.type.in_(_NUMERIC), clause)
+    return (clause,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,18 +185,21 @@ class Compare(Expr):
         return f"{self.key} {self.op} {self.value!r}"
 
     def sql(self) -> ColumnElement:
-        k, op, v = self.key, self.op, self.value
-        mv = meta_values.c
+        return _leaf(self.key, *self.rows())
+
+    def rows(self) -> tuple[ColumnElement, ...]:
+        """The conditions on the key's ``meta_values`` row."""
+        op, v, mv = self.op, self.value, meta_values.c
         match kind(v):
             case "null":
-                return _leaf(k, mv.type == "null") if op == "==" else _leaf(k, mv.type != "null")
+                return (mv.type == "null",) if op == "==" else (mv.type != "null",)
             case "str":
-                return _leaf(k, _cmp(op, mv.text, v))
+                return (_cmp(op, mv.text, v),)
             case "bool":
-                return _leaf(k, mv.type == "bool", _cmp(op, mv.num, float(v)))
+                return (mv.type == "bool", _cmp(op, mv.num, float(v)))
             case _:
                 v = float(v)
-                return _numeric(k, _cmp(op, mv.num, v), OPS[op](0.0, v) or OPS[op](1.0, v))
+                return _numeric(_cmp(op, mv.num, v), OPS[op](0.0, v) or OPS[op](1.0, v))
 
     def match(self, metadata: Mapping[str, Any]) -> bool:
         if self.key not in metadata:
@@ -215,7 +234,7 @@ class In(Expr):
         parts = []
         if groups["num"]:
             nums = sorted({float(v) for v in groups["num"]})
-            parts.append(_numeric(k, mv.num.in_(nums), bool({0.0, 1.0} & set(nums))))
+            parts.append(_leaf(k, *_numeric(mv.num.in_(nums), bool({0.0, 1.0} & set(nums)))))
         if groups["bool"]:
             parts.append(_leaf(k, mv.type == "bool", mv.num.in_(sorted({float(v) for v in groups["bool"]}))))
         if groups["str"]:
@@ -251,15 +270,19 @@ class Between(Expr):
         return f"{self.low!r} <= {self.key} <= {self.high!r}"
 
     def sql(self) -> ColumnElement:
-        k, lo, hi, mv = self.key, self.low, self.high, meta_values.c
+        return _leaf(self.key, *self.rows())
+
+    def rows(self) -> tuple[ColumnElement, ...]:
+        """The conditions on the key's ``meta_values`` row."""
+        lo, hi, mv = self.low, self.high, meta_values.c
         match kind(lo):
             case "str":
-                return _leaf(k, mv.text.between(lo, hi))
+                return (mv.text.between(lo, hi),)
             case "bool":
-                return _leaf(k, mv.type == "bool", mv.num.between(float(lo), float(hi)))
+                return (mv.type == "bool", mv.num.between(float(lo), float(hi)))
             case _:
                 lo, hi = float(lo), float(hi)
-                return _numeric(k, mv.num.between(lo, hi), lo <= 0.0 <= hi or lo <= 1.0 <= hi)
+                return _numeric(mv.num.between(lo, hi), lo <= 0.0 <= hi or lo <= 1.0 <= hi)
 
     def match(self, metadata: Mapping[str, Any]) -> bool:
         if self.key not in metadata:
@@ -283,6 +306,10 @@ class Exists(Expr):
     def sql(self) -> ColumnElement:
         return _leaf(self.key)
 
+    def rows(self) -> tuple[ColumnElement, ...]:
+        """The conditions on the key's ``meta_values`` row (none: the row exists)."""
+        return ()
+
     def match(self, metadata: Mapping[str, Any]) -> bool:
         return self.key in metadata and kind(metadata[self.key]) != "other"
 
@@ -300,10 +327,32 @@ class And(Expr):
         return " and ".join(f"({p})" for p in self.parts) if self.parts else "True"
 
     def sql(self) -> ColumnElement:
-        return and_(*(p.sql() for p in self.parts)) if self.parts else true()
+        # An entry has at most one row per key, so conditions on the same key merge into one indexed subquery
+        # (60 <= pitch < 70 becomes one range search, not two half-open ones).
+        by_key: dict[str, list[ColumnElement]] = {}
+        others = []
+        for p in _flatten(self):
+            if isinstance(p, (Compare, Between, Exists)):
+                by_key.setdefault(p.key, []).extend(p.rows())
+            else:
+                others.append(p.sql())
+        # The most selective-looking key drives (its index gives the candidates); the other keys are checked per
+        # candidate on the (entry_id, key) primary key, instead of materialising every key's matches.
+        keyed = sorted(by_key.items(), key=lambda item: _selectivity_rank(item[1]))
+        parts = [_leaf(key, *rows) for key, rows in keyed[:1]]
+        parts += [_probe(key, *rows) for key, rows in keyed[1:]]
+        parts += others
+        return (parts[0] if len(parts) == 1 else and_(*parts)) if parts else true()
 
     def match(self, metadata: Mapping[str, Any]) -> bool:
         return all(p.match(metadata) for p in self.parts)
+
+
+def _flatten(e: And) -> list[Expr]:
+    out: list[Expr] = []
+    for p in e.parts:
+        out.extend(_flatten(p) if isinstance(p, And) else [p])
+    return out
 
 
 @dataclass(frozen=True, slots=True)
