@@ -290,6 +290,7 @@ class Selection:
     def __getstate__(self) -> dict[str, Any]:
         state = {k: v for k, v in self.__dict__.items() if k != "_rng_state"}
         state["_rng_state"] = None
+        state.pop("_condition", None)  # SQL clauses do not survive pickling; refining falls back to ids
         return state
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 import sqlite3
 
 import numpy as np
@@ -299,3 +300,10 @@ def test_selection_helpers(template, tmp_path):
     assert s.distinct("pitch", by_type=True)[("bool", True)] == 1
     taken = s.where().take([12, 0, 3])
     assert taken.where(meta.pitch.isin([0, 3, True])).keys == ["e0012", "e0000", "e0003"]
+
+
+def test_a_pickled_query_selection_still_refines(template, tmp_path):
+    s = make(template, tmp_path, [{"p": i} for i in range(10)])
+    sel = pickle.loads(pickle.dumps(s.where(meta.p > 3).order_by("p", descending=True)))
+    assert sel.where(meta.p < 6).keys == ["e0005", "e0004"]
+    assert sel.where(meta.p < 6).order_by("p").keys == ["e0004", "e0005"]
