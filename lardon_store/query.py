@@ -118,6 +118,12 @@ class Expr:
             "ranges as meta.x.between(a, b) or (a < meta.x) & (meta.x < b)."
         )
 
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and _identity(self) == _identity(other)
+
+    def __hash__(self) -> int:
+        return hash(_identity(self))
+
     def sql(self) -> ColumnElement:
         """The condition on ``entries``, with every value a bound parameter."""
         raise NotImplementedError
@@ -125,6 +131,15 @@ class Expr:
     def match(self, metadata: Mapping[str, Any]) -> bool:
         """Whether an entry with this metadata dict matches (the Python oracle of ``sql``)."""
         raise NotImplementedError
+
+
+def _identity(value: Any) -> Any:
+    """What equality and hashing look at: values tagged with their kind, so ``True`` and ``1`` differ."""
+    if isinstance(value, Expr):
+        return (type(value).__name__, *(_identity(getattr(value, f)) for f in value.__slots__))
+    if isinstance(value, tuple):
+        return tuple(_identity(v) for v in value)
+    return (kind(value), value)
 
 
 def _expr(value: Any) -> Expr:
@@ -165,7 +180,7 @@ def _numeric(clause: ColumnElement, bool_could_match: bool) -> tuple[ColumnEleme
     return (clause,)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Compare(Expr):
     """``key op value`` with op one of ``== != < <= > >=``."""
 
@@ -210,7 +225,7 @@ class Compare(Expr):
         return kind(x) == kind(self.value) and OPS[self.op](x, self.value)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class In(Expr):
     """``key`` holds one of ``values`` (each compared with ``==``)."""
 
@@ -250,7 +265,7 @@ class In(Expr):
         return any(kind(x) == kind(v) and x == v for v in self.values)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Between(Expr):
     """``low <= key <= high`` (both bounds included, both of the same type)."""
 
@@ -291,7 +306,7 @@ class Between(Expr):
         return kind(x) == kind(self.low) and self.low <= x <= self.high
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Exists(Expr):
     """``key`` holds a scalar value (None included; lists and dicts are not indexed)."""
 
@@ -314,7 +329,7 @@ class Exists(Expr):
         return self.key in metadata and kind(metadata[self.key]) != "other"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class And(Expr):
     """Every part matches."""
 
@@ -355,7 +370,7 @@ def _flatten(e: And) -> list[Expr]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Or(Expr):
     """At least one part matches."""
 
@@ -374,7 +389,7 @@ class Or(Expr):
         return any(p.match(metadata) for p in self.parts)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Not(Expr):
     """The complement: exactly the entries ``part`` does not match."""
 

@@ -207,6 +207,8 @@ def test_expressions_are_immutable_and_hashable():
     with pytest.raises(AttributeError):
         meta.pitch.key = "x"
     assert hash(meta.pitch) == hash(meta["pitch"])
+    assert (meta.a == True) != (meta.a == 1) and len({meta.a == True, meta.a == 1, meta.a == 1.0}) == 2  # noqa: E712
+    assert meta.a.isin([True]) != meta.a.isin([1])
 
 
 def test_equality_and_range_filters_use_an_index(template, tmp_path):
