@@ -660,12 +660,12 @@ def _scope(sel: Selection) -> ColumnElement:
 
 def _positions(sel: Selection, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For catalog ``ids``: which are in ``sel`` (mask) and at which position (valid where mask)."""
+    if len(sel) == 0:
+        return np.zeros(len(ids), bool), np.zeros(len(ids), np.int64)
     order = np.argsort(sel.ids, kind="stable")
     sorted_ids = sel.ids[order]
-    at = np.searchsorted(sorted_ids, ids)
-    at = np.minimum(at, max(len(sorted_ids) - 1, 0))
-    hit = sorted_ids[at] == ids if len(sorted_ids) else np.zeros(len(ids), bool)
-    return hit, order[at]
+    at = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    return sorted_ids[at] == ids, order[at]
 
 
 def _value(type_: str, num: float | None, text: str | None) -> Any:

@@ -309,3 +309,10 @@ def test_a_pickled_query_selection_still_refines(template, tmp_path):
     sel = pickle.loads(pickle.dumps(s.where(meta.p > 3).order_by("p", descending=True)))
     assert sel.where(meta.p < 6).keys == ["e0005", "e0004"]
     assert sel.where(meta.p < 6).order_by("p").keys == ["e0004", "e0005"]
+
+
+def test_empty_selections(template, tmp_path):
+    s = make(template, tmp_path, [{"p": i} for i in range(3)])
+    for empty in (s.where(meta.p > 10), s.where().limit(0), s.where().take([])):
+        assert empty.order_by("p").keys == [] and empty.where(p=1).keys == []
+        assert empty.metadata_columns(["p"])["p"].shape == (0,)
