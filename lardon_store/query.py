@@ -3,7 +3,8 @@
 ``meta.pitch > 60`` builds a small immutable, hashable expression; ``&``, ``|`` and ``~`` combine them;
 ``parse("pitch > 60 and split in ['train', 'valid']")`` builds the same objects from text with :mod:`ast` (never
 ``eval``). Each leaf compiles to ``entries.id IN (SELECT entry_id FROM meta_values WHERE key = ? AND ...)`` with
-bound parameters, so SQLite answers it from the ``(key, num)``, ``(key, text)`` or ``(key, type)`` index.
+bound parameters, so SQLite answers it from the ``(key, num)``, ``(key, text)`` or ``(key, type)`` index; inside an
+AND, one key drives and the others are checked with correlated ``EXISTS`` on the ``(entry_id, key)`` primary key.
 
 Semantics (the same as :func:`matches`, the Python oracle the tests compare with):
 
