@@ -23,6 +23,7 @@ from .errors import (
 from .indexing import randslice
 from .lardon import LardonParser, checkdir, parse_folder, scatter
 from .legacy import import_lardon
+from .query import Expr, meta
 from .selection import Entry, Selection
 from .store import Store, migrate_store
 from .store import open_store as open
@@ -34,6 +35,7 @@ __all__ = [
     "CorruptStoreError",
     "Entry",
     "EntryNotFoundError",
+    "Expr",
     "IncompatibleSchemaError",
     "InvalidDataError",
     "LardonParser",
@@ -53,6 +55,7 @@ __all__ = [
     "compile",
     "default_callback",
     "import_lardon",
+    "meta",
     "migrate_store",
     "open",
     "parse_folder",

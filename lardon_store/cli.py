@@ -94,6 +94,50 @@ def format_info(info: dict) -> str:
     return "\n".join(lines)
 
 
+@command("ls", "list a store's entries, optionally filtered by a metadata query")
+def cmd_ls(args: argparse.Namespace) -> int:
+    """List entries (key, shape, dtype, metadata). Python twin: lardon_store.open(path).where(query).limit(n).
+
+    Example:
+        lardon-store ls store/ --where "instrument == 'violin' and pitch > 60" --limit 20
+        lardon-store ls store/ --where "split in ['train', 'valid']" --format csv > train.csv
+    """
+    from .query import selection_rows
+
+    store = open_store(args.store)
+    sel = store.where(args.where) if args.where else store.all()
+    if args.limit is not None:
+        sel = sel.limit(args.limit)
+    print(format_rows(selection_rows(sel), args.format), end="")
+    return 0
+
+
+def format_rows(rows: list[dict], fmt: str) -> str:
+    """``ls`` output: an aligned table, a JSON list, or CSV with one column per metadata key."""
+    if fmt == "json":
+        return "[\n" + ",\n".join(json.dumps(row) for row in rows) + ("\n]\n" if rows else "]\n")
+    keys = sorted({k for row in rows for k in row["metadata"]})
+    if fmt == "csv":
+        import csv
+        import io
+
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["key", "shape", "dtype", *keys])
+        for row in rows:
+            md = row["metadata"]
+            cells = [md[k] if isinstance(md.get(k), str) else json.dumps(md[k]) if k in md else "" for k in keys]
+            writer.writerow([row["key"], "x".join(map(str, row["shape"])), row["dtype"], *cells])
+        return out.getvalue()
+    table = [["key", "shape", "dtype", "metadata"]]
+    for row in rows:
+        shape = str(tuple(row["shape"]))
+        table.append([row["key"], shape, row["dtype"], json.dumps(row["metadata"], sort_keys=True)])
+    widths = [max(len(r[i]) for r in table) for i in range(3)]
+    lines = ["  ".join([*(r[i].ljust(widths[i]) for i in range(3)), r[3]]).rstrip() for r in table]
+    return "\n".join(lines) + f"\n({len(rows)} entries)\n"
+
+
 @command("migrate", "upgrade a store's catalog to this version's schema")
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Upgrade the catalog in place. Python twin: lardon_store.migrate_store(path).
@@ -157,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("store")
         if name == "info":
             p.add_argument("--json", action="store_true", help="print JSON")
+    p = sub.add_parser("ls", help=COMMANDS["ls"][0], description=cmd_ls.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("store")
+    p.add_argument("--where", help="a metadata query, e.g. \"pitch > 60 and split == 'train'\"")
+    p.add_argument("--limit", type=int, help="list at most N entries")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
     p = sub.add_parser("demo", help=COMMANDS["demo"][0], description=cmd_demo.__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("dir", nargs="?", default="lardon-demo", help="folder to build in (default ./lardon-demo)")

@@ -67,7 +67,7 @@ def normalize(metadata: Any, where: str) -> dict[str, Any]:
         raise InvalidDataError(f"{where}: metadata must be a dict, not {type(metadata).__name__}.")
     out = {}
     for key, value in metadata.items():
-        if not isinstance(key, str) or not KEY_PATTERN.match(key):
+        if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
             raise InvalidDataError(
                 f"{where}: metadata key {key!r} is not an identifier: keys must match [A-Za-z_][A-Za-z0-9_]* "
                 "(rename it, e.g. with underscores)."

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import query
 from .batching import batch, check_mode
 from .errors import CorruptStoreError, EntryNotFoundError
 from .indexing import has_random, resolve, view_shape
@@ -162,6 +163,8 @@ class Selection:
     to each item before batching.
     """
 
+    _condition = None  # an SQL condition every entry satisfies (set by Store.select), or None
+
     def __init__(
         self,
         store: Store,
@@ -244,7 +247,9 @@ class Selection:
         return self._derive(self._columns.take(np.atleast_1d(positions)))
 
     def _derive(self, columns: Columns) -> Selection:
-        return Selection(self._store, columns, **self._options())
+        derived = Selection(self._store, columns, **self._options())
+        derived._condition = self._condition
+        return derived
 
     def _options(self) -> dict[str, Any]:
         """The reading options a derived selection keeps."""
@@ -312,6 +317,24 @@ class Selection:
         from .lardon import scatter
 
         return scatter(self, axis)
+
+    # --- metadata queries (see query.py) --------------------------------------------------------------------
+    def where(self, *conditions: query.Expr | str, **equals: Any) -> Selection:
+        """The entries of this selection matching every condition (``meta`` expressions, query strings, or
+        ``key=value`` equalities), in this selection's order."""
+        return query.refine(self, conditions, equals)
+
+    def order_by(self, key: str, descending: bool = False) -> Selection:
+        """This selection sorted by metadata ``key``; entries without a value for it come last."""
+        return query.order_selection(self, key, descending)
+
+    def limit(self, n: int) -> Selection:
+        """The first ``n`` entries of this selection."""
+        return self.take(slice(0, max(int(n), 0)))
+
+    def metadata_columns(self, keys: list[str]) -> dict[str, np.ndarray]:
+        """One numpy array of values per metadata key (object dtype with None where mixed or missing)."""
+        return query.metadata_columns(self, keys)
 
     # --- reading --------------------------------------------------------------------------------------------
     def rng(self) -> np.random.Generator:
@@ -413,6 +436,7 @@ class Selection:
     def __getstate__(self) -> dict[str, Any]:
         state = {k: v for k, v in self.__dict__.items() if k != "_rng_state"}
         state["_rng_state"] = None
+        state.pop("_condition", None)  # SQL clauses do not survive pickling; refining falls back to ids
         return state
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, func, select, text
 
-from . import catalog, migrate
+from . import catalog, migrate, query
 from .catalog import entries, shards
 from .errors import CorruptStoreError, IncompatibleSchemaError, LardonStoreError, StoreNotFoundError
 from .selection import Selection, build_columns
@@ -99,7 +99,24 @@ class Store:
         with self.engine.connect() as conn:
             shard_rows = {sid: (path, size) for sid, path, size in conn.execute(select(shards))}
             rows = conn.execute(query).all()
-        return Selection(self, build_columns(rows, shard_rows, str(self.root)), **options)
+        selection = Selection(self, build_columns(rows, shard_rows, str(self.root)), **options)
+        selection._condition = condition
+        return selection
+
+    def where(self, *conditions: query.Expr | str, **equals: Any) -> Selection:
+        """The entries matching every condition: ``meta`` expressions, query strings, or ``key=value`` equalities.
+
+        Example: ``store.where(meta.instrument == "violin", "pitch > 60", split="train")``.
+        """
+        return query.store_where(self, conditions, equals)
+
+    def metadata_keys(self) -> dict[str, dict[str, int]]:
+        """Each metadata key with the number of entries holding it, per value type."""
+        return query.metadata_keys(self)
+
+    def distinct(self, key: str, by_type: bool = False) -> dict[Any, int]:
+        """Each value of metadata ``key`` with its number of entries, most frequent first."""
+        return query.distinct(self, key, by_type)
 
     def all(self) -> Selection:
         """The Selection of every entry, in key order (loaded once, then cached; see ``refresh``)."""
