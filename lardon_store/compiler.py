@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from . import metadata as meta
-from .catalog import entries, meta_values, shards, sources
-from .errors import CallbackError, InvalidDataError, StoreLockedError
+from .catalog import CATALOG_NAME, entries, meta_values, shards, sources, store_info
+from .errors import CallbackError, InvalidDataError, StoreLockedError, StoreWriteError
 from .shards import DEFAULT_MAX_SHARD_BYTES, ShardWriter, dtype_to_descr
 from .store import Store
 
@@ -36,6 +36,8 @@ Callback = Callable[[str], Any]
 BATCH_BYTES = 64 << 20
 BATCH_SOURCES = 512
 LOCK_NAME = "write.lock"
+# store_info key: the lowest number a new shard may take (gc raises it so that freed numbers are never reused).
+NEXT_SHARD_KEY = "next_shard_number"
 
 
 def default_callback(path: str) -> tuple[np.ndarray, dict]:
@@ -69,6 +71,23 @@ def _crash_point(name: str) -> None:
     """Test hook: ``LARDON_STORE_CRASH_AT=name`` kills the process here, as a crash would."""
     if os.environ.get("LARDON_STORE_CRASH_AT") == name:
         os.kill(os.getpid(), 9)
+
+
+def catalog_write_error(exc: OperationalError, root: Path) -> Exception:
+    """A StoreWriteError naming the catalog for SQLite's disk errors (SQLITE_IOERR, SQLITE_FULL); others as they are."""
+    text = str(exc.orig if exc.orig is not None else exc).lower()
+    if "disk" not in text and "full" not in text and "i/o" not in text:
+        return exc
+    return StoreWriteError(
+        f"{root / CATALOG_NAME}: writing the catalog failed ({exc.orig}): the disk may be full or a file size limit "
+        "reached. The transaction was rolled back; free space and run the command again."
+    )
+
+
+def next_shard_floor(conn: Connection) -> int:
+    """The lowest number a new shard may take (see NEXT_SHARD_KEY)."""
+    value = conn.execute(select(store_info.c.value).where(store_info.c.key == NEXT_SHARD_KEY)).scalar()
+    return int(value) if value is not None else 1
 
 
 def callback_fingerprint(callback: Callback) -> str:
@@ -202,7 +221,8 @@ class CatalogWriter:
         with store.engine.connect() as conn:
             self.shard_ids = {path: sid for sid, path, _ in conn.execute(select(shards))}
             existing = {path: size for _, path, size in conn.execute(select(shards))}
-        self.writer = ShardWriter(store.root, existing, max_shard_bytes)
+            floor = next_shard_floor(conn)
+        self.writer = ShardWriter(store.root, existing, max_shard_bytes, min_number=floor)
         self.pending_sources: list[dict] = []
         self.pending_entries: list[tuple[str, dict, dict]] = []  # (source path or "", entry row, metadata)
         self.pending_bytes = 0
@@ -236,38 +256,67 @@ class CatalogWriter:
         _crash_point("before_sync")
         sizes = self.writer.sync()
         _crash_point("after_write")
-        with self.store.engine.begin() as conn:
-            for path, size in sizes.items():
-                if path in self.shard_ids:
-                    conn.execute(update(shards).where(shards.c.path == path).values(size=size))
-                else:
-                    self.shard_ids[path] = conn.execute(
-                        insert(shards).values(path=path, size=size)
-                    ).inserted_primary_key[0]
-            source_ids = {}
-            for row in self.pending_sources:
-                conn.execute(delete(sources).where(sources.c.path == row["path"]))
-                source_ids[row["path"]] = conn.execute(insert(sources).values(**row)).inserted_primary_key[0]
-            for source_path, row, md in self.pending_entries:
-                values = dict(row)
-                values["shard_id"] = self.shard_ids[values.pop("shard_path")]
-                values["source_id"] = source_ids.get(source_path)
-                try:
-                    eid = conn.execute(insert(entries).values(**values)).inserted_primary_key[0]
-                except IntegrityError:
-                    raise InvalidDataError(
-                        f"{source_path or 'registered data'}: entry key {values['key']!r} is already used by another "
-                        "entry: rename the source or the key."
-                    ) from None
-                rows = meta.scalar_rows(md)
-                if rows:
-                    conn.execute(
-                        insert(meta_values),
-                        [{"entry_id": eid, "key": k, "type": t, "num": n, "text": s} for k, t, n, s in rows],
-                    )
-            _crash_point("before_commit")
+        if not sizes and not self.pending_sources and not self.pending_entries:
+            return
+        try:
+            with self.store.engine.begin() as conn:
+                self._insert_rows(conn, sizes)
+                _crash_point("before_commit")
+        except OperationalError as exc:
+            raise catalog_write_error(exc, self.store.root) from exc
         self.entries_written += len(self.pending_entries)
         self.pending_sources, self.pending_entries, self.pending_bytes = [], [], 0
+
+    def _insert_rows(self, conn: Connection, sizes: dict[str, int]) -> None:
+        for path, size in sizes.items():
+            if path in self.shard_ids:
+                conn.execute(update(shards).where(shards.c.path == path).values(size=size))
+            else:
+                self.shard_ids[path] = conn.execute(insert(shards).values(path=path, size=size)).inserted_primary_key[0]
+        source_ids: dict[str, int] = {}
+        if self.pending_sources:
+            paths = [row["path"] for row in self.pending_sources]
+            for i in range(0, len(paths), 500):
+                conn.execute(delete(sources).where(sources.c.path.in_(paths[i : i + 500])))
+            returned = conn.execute(
+                insert(sources).returning(sources.c.id, sources.c.path, sort_by_parameter_order=True),
+                self.pending_sources,
+            )
+            source_ids = {path: sid for sid, path in returned}
+        if not self.pending_entries:
+            return
+        values = []
+        for source_path, row, _ in self.pending_entries:
+            value = dict(row)
+            value["shard_id"] = self.shard_ids[value.pop("shard_path")]
+            value["source_id"] = source_ids.get(source_path)
+            values.append(value)
+        try:
+            ids = conn.execute(insert(entries).returning(entries.c.id, sort_by_parameter_order=True), values)
+            ids = [eid for (eid,) in ids]
+        except IntegrityError:
+            raise self._duplicate_key_error(conn) from None
+        rows = [
+            {"entry_id": eid, "key": k, "type": t, "num": n, "text": s}
+            for eid, (_, _, md) in zip(ids, self.pending_entries)
+            for k, t, n, s in meta.scalar_rows(md)
+        ]
+        if rows:
+            conn.execute(insert(meta_values), rows)
+
+    def _duplicate_key_error(self, conn: Connection) -> InvalidDataError:
+        seen: dict[str, str] = {}
+        for source_path, row, _ in self.pending_entries:
+            key = row["key"]
+            if key in seen or conn.execute(select(entries.c.id).where(entries.c.key == key)).first() is not None:
+                break
+            seen[key] = source_path
+        else:
+            key, source_path = "?", ""
+        return InvalidDataError(
+            f"{source_path or 'registered data'}: entry key {key!r} is already used by another entry: rename the "
+            "source or the key."
+        )
 
     def close(self) -> None:
         self.writer.close()
@@ -318,10 +367,13 @@ def compile_store(
     summary = CompileSummary()
     with store_lock(target):
         store = Store(target, readonly=False, _create=True)
-        with store.engine.begin() as conn:
-            work = plan(conn, src, files, version, force)
-            if work.deleted:
-                conn.execute(delete(sources).where(sources.c.id.in_(work.deleted)))
+        try:
+            with store.engine.begin() as conn:
+                work = plan(conn, src, files, version, force)
+                for i in range(0, len(work.deleted), 500):
+                    conn.execute(delete(sources).where(sources.c.id.in_(work.deleted[i : i + 500])))
+        except OperationalError as exc:
+            raise catalog_write_error(exc, target) from exc
         summary.unchanged, summary.deleted = work.unchanged, len(work.deleted)
         writer = CatalogWriter(store, max_shard_bytes)
         try:
@@ -341,13 +393,17 @@ def compile_store(
                     try:
                         result = callback(str(path))
                     except Exception as exc:
-                        raise CallbackError(f"{path}: the callback raised {type(exc).__name__}: {exc}") from exc
+                        raise CallbackError(
+                            f"{path}: the callback raised {type(exc).__name__}: {exc}. Sources compiled before it are "
+                            "kept; fix the file or the callback and compile again, or pass on_error='skip'."
+                        ) from exc
                     items = [
                         (entry_key(rel) + suffix, *prepare(arr, md, f"{path}{suffix and ' item ' + suffix[1:]}"))
                         for suffix, arr, md in split_result(result, str(path))
                     ]
                 except (CallbackError, InvalidDataError) as exc:
                     if on_error == "raise":
+                        writer.commit()  # the sources before this one are complete: keep them
                         raise
                     summary.failed += 1
                     summary.failures.append((rel, str(exc)))

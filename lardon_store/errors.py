@@ -17,6 +17,7 @@ __all__ = [
     "SchemaOutdatedError",
     "StoreLockedError",
     "StoreNotFoundError",
+    "StoreWriteError",
     "BatchError",
     "CallbackError",
 ]
@@ -55,6 +56,10 @@ class ReadOnlyStoreError(LardonStoreError, PermissionError):
 
 class StoreLockedError(LardonStoreError):
     """Another process is writing to the store."""
+
+
+class StoreWriteError(LardonStoreError, OSError):
+    """Writing a shard or the catalog failed (disk full, file size limit, I/O error); what was committed is intact."""
 
 
 class InvalidDataError(LardonStoreError, ValueError):
