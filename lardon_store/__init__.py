@@ -16,17 +16,21 @@ from .errors import (
     SchemaOutdatedError,
     StoreLockedError,
     StoreNotFoundError,
+    StoreWriteError,
 )
+from .gc import gc_store
 from .indexing import randslice
 from .selection import Entry, Selection
 from .store import Store, migrate_store
 from .store import open_store as open
+from .verify import Damage, VerifyReport, verify_store
 
 __all__ = [
     "BatchError",
     "CallbackError",
     "CompileSummary",
     "CorruptStoreError",
+    "Damage",
     "Entry",
     "EntryNotFoundError",
     "IncompatibleSchemaError",
@@ -39,12 +43,16 @@ __all__ = [
     "Store",
     "StoreLockedError",
     "StoreNotFoundError",
+    "StoreWriteError",
+    "VerifyReport",
     "batch",
     "compile",
     "default_callback",
+    "gc_store",
     "migrate_store",
     "open",
     "randslice",
+    "verify_store",
 ]
 
 __version__ = "0.1.0"

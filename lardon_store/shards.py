@@ -72,6 +72,14 @@ def shard_name(number: int) -> str:
     return f"blobs/shard-{number:06d}.bin"
 
 
+def packed_size(nbytes: list[int]) -> int:
+    """The size of a shard holding arrays of these byte sizes, in this order, with nothing between them."""
+    end = 0
+    for n in nbytes:
+        end += -end % ALIGNMENT + n
+    return end
+
+
 def shard_files_on_disk(root: Path) -> dict[str, int]:
     """Catalog path → size of every shard file in ``root/blobs``, whether the catalog knows it or not."""
     found = {}
@@ -141,6 +149,11 @@ class ShardWriter:
             size = os.path.getsize(resolve_shard_path(root, newest))
             if size < max_shard_bytes:
                 self._open(newest, size)
+
+    @property
+    def next_number(self) -> int:
+        """The number the next new shard will take."""
+        return self._next_number
 
     def _open(self, relpath: str, size: int) -> None:
         if self._file is not None:

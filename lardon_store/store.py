@@ -187,6 +187,21 @@ class Store:
             "failed_sources": [{"path": p, "error": e} for p, e in failures],
         }
 
+    # --- maintenance ------------------------------------------------------------------------------------------
+    def gc(self) -> int:
+        """Reclaim dead shard bytes (see ``lardon_store.gc``); return the bytes freed. Takes the write lock."""
+        from .gc import gc_store
+
+        freed = gc_store(self.root)
+        self.refresh()
+        return freed
+
+    def verify(self):
+        """Check every shard and entry checksum; return a VerifyReport naming damaged entries and sources."""
+        from .verify import verify_store
+
+        return verify_store(self.root)
+
 
 def open_store(path: str | os.PathLike, readonly: bool = True) -> Store:
     """Open the store at ``path``: read-only by default (``readonly=False`` to write, upgrading an old catalog)."""
