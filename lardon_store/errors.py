@@ -61,6 +61,9 @@ class StoreLockedError(LardonStoreError):
 class StoreWriteError(LardonStoreError, OSError):
     """Writing a shard or the catalog failed (disk full, file size limit, I/O error); what was committed is intact."""
 
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
 
 class InvalidDataError(LardonStoreError, ValueError):
     """A callback returned an array or metadata that cannot be stored."""
