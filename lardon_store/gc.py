@@ -40,6 +40,15 @@ from .store import Store
 __all__ = ["gc_store"]
 
 
+def _unlink(root: Path, relpaths) -> None:
+    """Remove the new shards of a gc that failed before its commit (no row points at them)."""
+    for relpath in relpaths:
+        try:
+            os.unlink(root / relpath)
+        except FileNotFoundError:
+            pass
+
+
 def gc_store(path: str | os.PathLike, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> int:
     """Reclaim the dead bytes of the store at ``path``; return how many bytes were freed on disk.
 
@@ -83,6 +92,7 @@ def gc_store(path: str | os.PathLike, max_shard_bytes: int = DEFAULT_MAX_SHARD_B
         writer = ShardWriter(root, {spath: 0 for spath in known}, max_shard_bytes, append_to_newest=False,
                              min_number=floor)  # fmt: skip
         moved = []
+        created: set[str] = set()
         try:
             for sid in rewrite:
                 spath = shard_rows[sid][0]
@@ -97,11 +107,15 @@ def gc_store(path: str | os.PathLike, max_shard_bytes: int = DEFAULT_MAX_SHARD_B
                                 "changed nothing. Run `lardon-store verify` and recompile the damaged sources."
                             )
                         new_path, offset, _, _ = writer.append(data)
+                        created.add(new_path)
                         moved.append((row.id, new_path, offset))
             _crash_point("gc_before_sync")
             new_sizes = writer.sync()
-        finally:
+        except BaseException:
             writer.close()
+            _unlink(root, created)
+            raise
+        writer.close()
         _crash_point("gc_after_write")
         try:
             with engine.begin() as conn:
@@ -120,8 +134,11 @@ def gc_store(path: str | os.PathLike, max_shard_bytes: int = DEFAULT_MAX_SHARD_B
                 conn.execute(delete(store_info).where(store_info.c.key == NEXT_SHARD_KEY))
                 conn.execute(insert(store_info).values(key=NEXT_SHARD_KEY, value=str(writer.next_number)))
                 _crash_point("gc_before_commit")
-        except OperationalError as exc:
-            raise catalog_write_error(exc, root) from exc
+        except BaseException as exc:
+            _unlink(root, created)
+            if isinstance(exc, OperationalError):
+                raise catalog_write_error(exc, root) from exc
+            raise
         _crash_point("gc_after_commit")
         freed = 0
         for spath in [shard_rows[sid][0] for sid in rewrite] + orphans:

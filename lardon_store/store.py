@@ -34,6 +34,10 @@ def _check_catalog_file(root: Path) -> Path:
             f"{root}: no lardon_store catalog ({catalog.CATALOG_NAME}) here: create one with "
             "lardon_store.compile(source, target) or `lardon-store compile SRC DST`."
         )
+    if path.stat().st_size == 0:
+        raise StoreNotFoundError(
+            f"{path}: the catalog is empty: the first compile into this store was interrupted; run it again."
+        )
     app_id = catalog.read_application_id(path)
     if app_id not in (catalog.APPLICATION_ID, 0):
         raise IncompatibleSchemaError(f"{path}: this file is not a lardon_store catalog (application_id {app_id}).")

@@ -24,8 +24,19 @@ from incremental_helpers import (
 import lardon_store as ls
 
 
+def _has_tables(dst):
+    """False when the kill came while the very first compile was still creating the catalog."""
+    if not (dst / "catalog.sqlite").exists():
+        return False
+    con = sqlite3.connect(dst / "catalog.sqlite")
+    try:
+        return con.execute("SELECT count(*) FROM sqlite_master WHERE name = 'entries'").fetchone()[0] == 1
+    finally:
+        con.close()
+
+
 def _recover_and_check(src, dst, before=None):
-    if (dst / "catalog.sqlite").exists():
+    if _has_tables(dst):
         check_catalog(dst)
         assert_entries_match_sources(dst, src, before)
     store = ls.compile(src, dst, load)
