@@ -10,6 +10,7 @@ unreferenced bytes and every committed row points at complete, durable data.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import inspect
 import os
@@ -91,13 +92,21 @@ def next_shard_floor(conn: Connection) -> int:
 
 
 def callback_fingerprint(callback: Callback) -> str:
-    """A version for ``callback``: its qualified name and a hash of its source code (when available)."""
-    name = f"{getattr(callback, '__module__', '?')}.{getattr(callback, '__qualname__', repr(callback))}"
+    """A version for ``callback``: its qualified name and a hash of its source code (when available).
+
+    A callable object is fingerprinted by its class, a ``functools.partial`` by its function and arguments.
+    """
+    target, extra = callback, ""
+    if isinstance(callback, functools.partial):
+        target, extra = callback.func, repr((callback.args, sorted(callback.keywords.items())))
+    if not (inspect.isfunction(target) or inspect.ismethod(target) or inspect.isbuiltin(target)):
+        target = type(target)
+    name = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', '?')}"
     try:
-        code = inspect.getsource(callback)
+        code = inspect.getsource(target)
     except (OSError, TypeError):
         code = ""
-    return f"{name}:{hashlib.sha256(code.encode()).hexdigest()[:16]}"
+    return f"{name}:{hashlib.sha256((code + extra).encode()).hexdigest()[:16]}"
 
 
 def file_hash(path: Path) -> str:
