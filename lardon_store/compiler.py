@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from . import metadata as meta
@@ -135,28 +135,46 @@ def store_lock(root: Path):
         os.close(fd)
 
 
+def scan_stats(source: Path, valid_exts: Sequence[str] | None, exclude: Path | None) -> dict[str, tuple[int, int]]:
+    """Relative POSIX path → (size, mtime_ns) of each source file (hidden files and folders skipped).
+
+    One ``scandir`` pass with string paths: on 10,000 files this is most of a no-change recompile's time.
+    """
+    exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in valid_exts} if valid_exts else None
+    excluded = os.path.realpath(exclude) if exclude is not None else None
+    found: dict[str, tuple[int, int]] = {}
+    pending = [(os.fspath(source), "")]
+    while pending:
+        folder, prefix = pending.pop()
+        with os.scandir(folder) as it:
+            for item in it:
+                name = item.name
+                if name.startswith("."):
+                    continue
+                if item.is_dir():
+                    # Like os.walk: links to folders are not followed, and the store itself is skipped.
+                    if not item.is_symlink() and (excluded is None or os.path.realpath(item.path) != excluded):
+                        pending.append((item.path, prefix + name + "/"))
+                    continue
+                if exts is not None and os.path.splitext(name)[1].lower() not in exts:
+                    continue
+                st = item.stat()
+                found[prefix + name] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
 def scan(source: Path, valid_exts: Sequence[str] | None, exclude: Path | None) -> list[str]:
     """Relative POSIX paths of the source files, sorted: the same order on every filesystem."""
-    exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in valid_exts} if valid_exts else None
-    found = []
-    excluded = os.path.realpath(exclude) if exclude is not None else None
-    for dirpath, dirnames, filenames in os.walk(source):
-        if excluded is not None:
-            dirnames[:] = [d for d in dirnames if os.path.realpath(os.path.join(dirpath, d)) != excluded]
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if name.startswith("."):
-                continue
-            if exts is not None and os.path.splitext(name)[1].lower() not in exts:
-                continue
-            found.append(Path(os.path.relpath(os.path.join(dirpath, name), source)).as_posix())
-    return sorted(found)
+    return sorted(scan_stats(source, valid_exts, exclude))
 
 
 def entry_key(relpath: str) -> str:
     """The key of a source's entry: its relative path without extension."""
-    stem, _ = os.path.splitext(relpath)
-    return stem
+    slash, dot = relpath.rfind("/"), relpath.rfind(".")
+    # As os.path.splitext (a name's leading dots start no extension), without its cost on 10,000 paths.
+    if dot > slash + 1 and relpath[slash + 1 : dot].strip("."):
+        return relpath[:dot]
+    return relpath
 
 
 def split_result(result: Any, where: str) -> list[tuple[str, np.ndarray, dict]]:
@@ -197,28 +215,47 @@ class _Plan:
     hashes: dict[str, str]
 
 
-def plan(conn: Connection, source: Path, files: list[str], version: str, force: bool) -> _Plan:
-    """Classify each source file against the catalog."""
-    known = {row.path: row for row in conn.execute(select(sources))}
-    todo, hashes, unchanged = [], {}, 0
+def plan(
+    conn: Connection,
+    source: Path,
+    files: list[str],
+    version: str,
+    force: bool,
+    stats: dict[str, tuple[int, int]] | None = None,
+) -> _Plan:
+    """Classify each source file against the catalog (``stats``: the (size, mtime_ns) ``scan_stats`` found)."""
+    columns = (sources.c.path, sources.c.id, sources.c.size, sources.c.mtime_ns, sources.c.content_hash,
+               sources.c.callback_version, sources.c.status)  # fmt: skip
+    known = {row[0]: row for row in conn.execute(select(*columns)).all()}
+    todo, hashes, unchanged, touched = [], {}, 0, []
+    prefix = os.fspath(source) + os.sep
     for rel in files:
         row = known.get(rel)
         if row is None:
             todo.append((rel, "new"))
             continue
-        st = os.stat(source / rel)
-        same = row.status == "ok" and row.callback_version == version and not force and row.size == st.st_size
-        if same and row.mtime_ns != st.st_mtime_ns:
+        if stats is not None and rel in stats:
+            size, mtime_ns = stats[rel]
+        else:
+            st = os.stat(prefix + rel)
+            size, mtime_ns = st.st_size, st.st_mtime_ns
+        _, sid, old_size, old_mtime, old_hash, old_version, status = row
+        same = status == "ok" and old_version == version and not force and old_size == size
+        if same and old_mtime != mtime_ns:
             hashes[rel] = file_hash(source / rel)
-            same = hashes[rel] == row.content_hash
+            same = hashes[rel] == old_hash
+            if same:
+                touched.append({"sid": sid, "mtime": mtime_ns})
         if same:
             unchanged += 1
-            if row.mtime_ns != st.st_mtime_ns:
-                conn.execute(update(sources).where(sources.c.id == row.id).values(mtime_ns=st.st_mtime_ns))
         else:
             todo.append((rel, "changed"))
+    if touched:
+        conn.execute(
+            update(sources).where(sources.c.id == bindparam("sid")).values(mtime_ns=bindparam("mtime")), touched
+        )
     present = set(files)
-    deleted = [row.id for path, row in known.items() if path not in present]
+    deleted = [row[1] for path, row in known.items() if path not in present]
     return _Plan(todo, deleted, unchanged, hashes)
 
 
@@ -332,6 +369,9 @@ class CatalogWriter:
 
 
 def _check_keys(files: Iterable[str]) -> None:
+    files = list(files)
+    if len({entry_key(rel) for rel in files}) == len(files):
+        return
     seen: dict[str, str] = {}
     for rel in files:
         key = entry_key(rel)
@@ -371,14 +411,15 @@ def compile_store(
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: the source folder does not exist.")
     version = callback_version if callback_version is not None else callback_fingerprint(callback)
-    files = scan(src, valid_exts, exclude=target)
+    stats = scan_stats(src, valid_exts, exclude=target)
+    files = sorted(stats)
     _check_keys(files)
     summary = CompileSummary()
     with store_lock(target):
         store = Store(target, readonly=False, _create=True)
         try:
             with store.engine.begin() as conn:
-                work = plan(conn, src, files, version, force)
+                work = plan(conn, src, files, version, force, stats)
                 for i in range(0, len(work.deleted), 500):
                     conn.execute(delete(sources).where(sources.c.id.in_(work.deleted[i : i + 500])))
         except OperationalError as exc:
