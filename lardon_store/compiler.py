@@ -413,13 +413,15 @@ def compile_store(
     version = callback_version if callback_version is not None else callback_fingerprint(callback)
     stats = scan_stats(src, valid_exts, exclude=target)
     files = sorted(stats)
-    _check_keys(files)
     summary = CompileSummary()
     with store_lock(target):
         store = Store(target, readonly=False, _create=True)
         try:
             with store.engine.begin() as conn:
                 work = plan(conn, src, files, version, force, stats)
+                # The catalog's sources have distinct keys already: only a new file can clash.
+                if any(kind == "new" for _, kind in work.todo):
+                    _check_keys(files)
                 for i in range(0, len(work.deleted), 500):
                     conn.execute(delete(sources).where(sources.c.id.in_(work.deleted[i : i + 500])))
         except OperationalError as exc:

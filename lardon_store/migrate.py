@@ -7,6 +7,7 @@ The revisions live in the top-level ``migrations/`` of the source tree; the whee
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 
@@ -40,6 +41,7 @@ def alembic_config() -> Config:
     return config
 
 
+@functools.cache
 def head_revision() -> str:
     """The newest revision this version of lardon_store knows."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
@@ -47,9 +49,10 @@ def head_revision() -> str:
     return head
 
 
-def known_revisions() -> set[str]:
-    """Every revision this version of lardon_store knows."""
-    return {rev.revision for rev in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+@functools.cache
+def known_revisions() -> frozenset[str]:
+    """Every revision this version of lardon_store knows (read once per process: they ship with the code)."""
+    return frozenset({rev.revision for rev in ScriptDirectory.from_config(alembic_config()).walk_revisions()})
 
 
 def current_revision(conn: Connection) -> str | None:

@@ -266,3 +266,14 @@ def test_cli_compile_prints_the_summary(tmp_path, capsys):
     assert "2 unchanged, 1 deleted" in capsys.readouterr().out
     assert main(["gc", str(dst)]) == 0
     assert "bytes reclaimed" in capsys.readouterr().out
+
+
+def test_a_new_file_clashing_with_a_compiled_key_is_refused(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "store"
+    make_tree(src, 2)
+    ls.compile(src, dst, load, callback_version="1")
+    before = store_contents(dst)
+    (src / "d0" / "s000.x").write_bytes((src / "d0" / "s000.npy").read_bytes())
+    with pytest.raises(ls.InvalidDataError, match=r"d0/s000\.npy.*d0/s000\.x|d0/s000\.x.*d0/s000\.npy"):
+        ls.compile(src, dst, load, callback_version="1")
+    assert_same(store_contents(dst), before)
