@@ -158,7 +158,10 @@ def scan_stats(source: Path, valid_exts: Sequence[str] | None, exclude: Path | N
                     continue
                 if exts is not None and os.path.splitext(name)[1].lower() not in exts:
                     continue
-                st = item.stat()
+                try:
+                    st = item.stat()
+                except FileNotFoundError:  # a dangling link, or a file removed while scanning
+                    continue
                 found[prefix + name] = (st.st_size, st.st_mtime_ns)
     return found
 
