@@ -6,6 +6,8 @@ import random
 import resource
 import signal
 import sqlite3
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from incremental_helpers import (
     assert_entries_match_sources,
     assert_same,
     check_catalog,
+    child_env,
     expected,
     load,
     make_tree,
@@ -126,3 +129,22 @@ def test_disk_full_on_catalog(tmp_path):
     check_catalog(dst)
     assert_entries_match_sources(dst, src)
     _recover_and_check(src, dst)
+
+
+ATOMIC_DDL_CHILD = """
+import os, sys
+from lardon_store.catalog import make_engine
+engine = make_engine(sys.argv[1], readonly=False)
+with engine.begin() as conn:
+    conn.exec_driver_sql("CREATE TABLE half_done (x INTEGER)")
+    os.kill(os.getpid(), 9)
+"""
+
+
+def test_schema_changes_are_atomic(tmp_path):
+    """A kill in the middle of a migration (DDL) leaves no half-made schema behind."""
+    proc = subprocess.run([sys.executable, "-c", ATOMIC_DDL_CHILD, str(tmp_path)], env=child_env())
+    assert proc.returncode == -signal.SIGKILL
+    con = sqlite3.connect(tmp_path / "catalog.sqlite")
+    assert con.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half_done'").fetchone() == (0,)
+    con.close()
