@@ -230,10 +230,17 @@ def plan(
     # Only small columns for 10,000s of rows; the status and version comparison runs in SQL.
     current = type_coerce(and_(sources.c.status == "ok", sources.c.callback_version == version), Integer)
     columns = (sources.c.path, sources.c.id, sources.c.size, sources.c.mtime_ns, current)
-    known = {row[0]: row for row in conn.execute(select(*columns)).all()}
-    todo, hashes, unchanged, touched = [], {}, 0, []
+    rows = conn.execute(select(*columns)).all()
+    known = {row[0]: row for row in rows}
+    # The common case first: same version, same size and mtime_ns. Such a file is not even opened.
+    same_stat = set()
+    if stats is not None and not force:
+        same_stat = {row[0] for row in rows if row[4] and stats.get(row[0]) == (row[2], row[3])}
+    todo, hashes, unchanged, touched = [], {}, len(same_stat), []
     prefix = os.fspath(source) + os.sep
     for rel in files:
+        if rel in same_stat:
+            continue
         row = known.get(rel)
         if row is None:
             todo.append((rel, "new"))
@@ -258,7 +265,7 @@ def plan(
         conn.execute(
             update(sources).where(sources.c.id == bindparam("sid")).values(mtime_ns=bindparam("mtime")), touched
         )
-    present = set(files)
+    present = stats if stats is not None else set(files)
     deleted = [row[1] for path, row in known.items() if path not in present]
     return _Plan(todo, deleted, unchanged, hashes)
 
