@@ -61,6 +61,7 @@ def test_reader_sees_consistent_snapshots_during_compile(tmp_path):
     ls.compile(src, dst, load)
     before = expected(src)
     make_tree(src, 45, size=200, seed=5)  # changes the 30 sources and adds 15
+    after = expected(src)
     proc = start_child("compile", src, dst, LARDON_TEST_SLEEP="0.01", LARDON_TEST_BATCH="3")
     seen = set()
     try:
@@ -72,9 +73,7 @@ def test_reader_sees_consistent_snapshots_during_compile(tmp_path):
             assert set(before) <= set(keys)  # a source being replaced never disappears from a snapshot
             for i, key in enumerate(keys):
                 array = np.asarray(sel[i])
-                assert any(
-                    key in v and np.array_equal(v[key][0], array) for v in (before, expected(src))
-                ), key  # fmt: skip
+                assert any(key in v and np.array_equal(v[key][0], array) for v in (before, after)), key
             seen.add(len(keys))
         assert proc.wait() == 0
     finally:
