@@ -154,3 +154,13 @@ def test_kill_during_gc_leaves_a_consistent_store(tmp_path, point):
     make_tree(src, 35, seed=9)
     ls.compile(src, dst, load, max_shard_bytes=4096)
     assert_same(store_contents(dst), expected(src))
+
+
+def test_gc_and_verify_commands_have_help_with_examples(capsys):
+    from lardon_store.cli import COMMANDS
+
+    for name in ("gc", "verify"):
+        assert "Example:" in COMMANDS[name][1].__doc__
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        assert f"lardon-store {name} store/" in capsys.readouterr().out
