@@ -18,8 +18,10 @@ from .errors import (
     SchemaOutdatedError,
     StoreLockedError,
     StoreNotFoundError,
+    StoreWriteError,
     UnsafeLegacyCatalogError,
 )
+from .gc import gc_store
 from .indexing import randslice
 from .lardon import LardonParser, checkdir, parse_folder, scatter
 from .legacy import import_lardon
@@ -27,12 +29,14 @@ from .query import Expr, meta
 from .selection import Entry, Selection
 from .store import Store, migrate_store
 from .store import open_store as open
+from .verify import Damage, VerifyReport, verify_store
 
 __all__ = [
     "BatchError",
     "CallbackError",
     "CompileSummary",
     "CorruptStoreError",
+    "Damage",
     "Entry",
     "EntryNotFoundError",
     "Expr",
@@ -49,11 +53,14 @@ __all__ = [
     "Store",
     "StoreLockedError",
     "StoreNotFoundError",
+    "StoreWriteError",
     "UnsafeLegacyCatalogError",
+    "VerifyReport",
     "batch",
     "checkdir",
     "compile",
     "default_callback",
+    "gc_store",
     "import_lardon",
     "meta",
     "migrate_store",
@@ -61,6 +68,7 @@ __all__ = [
     "parse_folder",
     "randslice",
     "scatter",
+    "verify_store",
 ]
 
 __version__ = "0.1.0"

@@ -123,10 +123,14 @@ def make_engine(root: str | os.PathLike, readonly: bool) -> Engine:
     uri = f"file:{path.as_posix()}?mode={mode}"
 
     def creator() -> sqlite3.Connection:
-        return sqlite3.connect(uri, uri=True, timeout=10.0, check_same_thread=False)
+        # isolation_level=None + an explicit BEGIN (below): the sqlite3 module would otherwise run DDL outside any
+        # transaction (a kill in the middle of a migration would leave half a schema) and each SELECT in its own
+        # snapshot.
+        return sqlite3.connect(uri, uri=True, timeout=10.0, check_same_thread=False, isolation_level=None)
 
     engine = create_engine("sqlite://", creator=creator, poolclass=NullPool)
     event.listen(engine, "connect", _on_connect(readonly))
+    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
     return engine
 
 

@@ -55,8 +55,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         bar.refresh()
 
     store = compile_store(
-        args.src, args.dst, load_callback(args.callback), args.ext or None, force=args.force, progress=progress
-    )
+        args.src, args.dst, load_callback(args.callback), args.ext or None, force=args.force, progress=progress,
+        callback_version=args.callback_version, on_error=args.on_error,
+    )  # fmt: skip
     bar.close()
     print(store.last_compile)
     return 0
@@ -138,6 +139,33 @@ def format_rows(rows: list[dict], fmt: str) -> str:
     return "\n".join(lines) + f"\n({len(rows)} entries)\n"
 
 
+@command("gc", "reclaim shard bytes of replaced or deleted entries and crash leftovers")
+def cmd_gc(args: argparse.Namespace) -> int:
+    """Copy live entries into new shards and unlink the old ones. Python twin: lardon_store.open(path).gc().
+
+    Example:
+        lardon-store gc store/
+    """
+    from .gc import gc_store
+
+    print(f"{args.store}: {gc_store(args.store):,} bytes reclaimed")
+    return 0
+
+
+@command("verify", "check shard sizes and every entry's checksum; exit 1 if anything is damaged")
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check a store and name damaged entries and their sources. Python twin: lardon_store.open(path).verify().
+
+    Example:
+        lardon-store verify store/ && echo intact
+    """
+    from .verify import verify_store
+
+    report = verify_store(args.store)
+    print(report)
+    return 0 if report.ok else 1
+
+
 @command("migrate", "upgrade a store's catalog to this version's schema")
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Upgrade the catalog in place. Python twin: lardon_store.migrate_store(path).
@@ -194,8 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--callback", help="module:function returning (array, metadata); default loads .npy")
     p.add_argument("--ext", action="append", help="a file extension to compile (repeatable), e.g. --ext .npy")
     p.add_argument("--force", action="store_true", help="recompile every source")
+    p.add_argument("--callback-version", help="recompile every source when this differs from the last compile's")
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="skip: record a failing source in the catalog and go on (retried next time)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    for name in ("info", "migrate"):
+    for name in ("info", "migrate", "gc", "verify"):
         p = sub.add_parser(name, help=COMMANDS[name][0], description=COMMANDS[name][1].__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
         p.add_argument("store")

@@ -20,6 +20,7 @@ __all__ = [
     "StoreLockedError",
     "StoreNotFoundError",
     "UnsafeLegacyCatalogError",
+    "StoreWriteError",
     "BatchError",
     "CallbackError",
 ]
@@ -58,6 +59,13 @@ class ReadOnlyStoreError(LardonStoreError, PermissionError):
 
 class StoreLockedError(LardonStoreError):
     """Another process is writing to the store."""
+
+
+class StoreWriteError(LardonStoreError, OSError):
+    """Writing a shard or the catalog failed (disk full, file size limit, I/O error); what was committed is intact."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class InvalidDataError(LardonStoreError, ValueError):

@@ -7,6 +7,7 @@ The revisions live in the top-level ``migrations/`` of the source tree; the whee
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 
@@ -40,16 +41,25 @@ def alembic_config() -> Config:
     return config
 
 
+@functools.cache
+def _revisions(location: str) -> tuple[str, frozenset[str]]:
+    """(head, every revision) of the migrations at ``location``: read once per process, they ship with the code."""
+    config = Config()
+    config.set_main_option("script_location", location)
+    script = ScriptDirectory.from_config(config)
+    head = script.get_current_head()
+    assert head is not None
+    return head, frozenset(rev.revision for rev in script.walk_revisions())
+
+
 def head_revision() -> str:
     """The newest revision this version of lardon_store knows."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None
-    return head
+    return _revisions(str(migrations_dir()))[0]
 
 
-def known_revisions() -> set[str]:
+def known_revisions() -> frozenset[str]:
     """Every revision this version of lardon_store knows."""
-    return {rev.revision for rev in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    return _revisions(str(migrations_dir()))[1]
 
 
 def current_revision(conn: Connection) -> str | None:

@@ -29,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CorruptStoreError, InvalidDataError
+from .errors import CorruptStoreError, InvalidDataError, StoreWriteError
 
 ALIGNMENT = 64
 DEFAULT_MAX_SHARD_BYTES = 1 << 30
 SHARD_PATTERN = re.compile(r"^blobs/shard-[0-9]{6}\.bin$")
+_SHARD_FILE = re.compile(r"^shard-([0-9]{6})\.bin$")
 _DTYPE_PATTERN = re.compile(r"^[<>|][biufc][0-9]{1,2}$")
 
 
@@ -78,6 +79,38 @@ def is_safe_relpath(relpath: str) -> bool:
     return all(part not in ("", ".", "..") for part in relpath.split("/"))
 
 
+def packed_size(nbytes: list[int]) -> int:
+    """The size of a shard holding arrays of these byte sizes, in this order, with nothing between them."""
+    end = 0
+    for n in nbytes:
+        end += -end % ALIGNMENT + n
+    return end
+
+
+def shard_files_on_disk(root: Path) -> dict[str, int]:
+    """Catalog path → size of every shard file in ``root/blobs``, whether the catalog knows it or not."""
+    found = {}
+    try:
+        names = os.listdir(root / "blobs")
+    except FileNotFoundError:
+        return found
+    for name in names:
+        if _SHARD_FILE.match(name) and not os.path.islink(root / "blobs" / name):
+            found["blobs/" + name] = os.path.getsize(root / "blobs" / name)
+    return found
+
+
+def write_error(exc: OSError, path: Path | str, doing: str) -> StoreWriteError:
+    """A StoreWriteError naming ``path`` for an OSError raised while ``doing`` (errno may be None, as from tofile)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    error = StoreWriteError(
+        f"{path}: {doing} failed ({reason}): the disk may be full or a file size limit reached. Nothing committed "
+        "was changed; free space and run the command again."
+    )
+    error.errno, error.filename = exc.errno, str(path)
+    return error
+
+
 def resolve_shard_path(root: Path, relpath: str) -> Path:
     """The absolute path of a shard, refusing any path that could leave the store (``..``, absolute, symlinks).
 
@@ -100,34 +133,53 @@ class ShardWriter:
     """Appends arrays to the store's shards; ``sync()`` makes everything written so far durable.
 
     ``shards`` maps each existing shard's catalog path to its size on disk; new shards are numbered after the
-    highest existing one. The writer only ever appends.
+    highest existing one, after any shard file left on disk by a crash, and after ``min_number - 1`` (so a number
+    that gc freed is never reused while a reader may still map the old file). The writer only ever appends.
     """
 
-    def __init__(self, root: Path, existing: dict[str, int], max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES):
+    def __init__(
+        self,
+        root: Path,
+        existing: dict[str, int],
+        max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+        *,
+        append_to_newest: bool = True,
+        min_number: int = 1,
+    ):
         self.root = root
         self.max_shard_bytes = max_shard_bytes
         numbers = [int(p[len("blobs/shard-") : -len(".bin")]) for p in existing if SHARD_PATTERN.match(p)]
-        self._next_number = max(numbers, default=0) + 1
+        on_disk = [int(p[len("blobs/shard-") : -len(".bin")]) for p in shard_files_on_disk(root)]
+        self._next_number = max(numbers + on_disk + [min_number - 1], default=0) + 1
         self._file = None
         self._path: str | None = None
         self._size = 0
         self.dirty: dict[str, int] = {}
         self.bytes_written = 0
         # Append to the newest shard if it has room; its real size (a crash may have left a tail) is the start.
-        if numbers:
+        if numbers and append_to_newest and max(numbers) >= max(on_disk, default=0):
             newest = shard_name(max(numbers))
             size = os.path.getsize(resolve_shard_path(root, newest))
             if size < max_shard_bytes:
                 self._open(newest, size)
+
+    @property
+    def next_number(self) -> int:
+        """The number the next new shard will take."""
+        return self._next_number
 
     def _open(self, relpath: str, size: int) -> None:
         if self._file is not None:
             self._file.close()
         path = self.root / relpath
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "ab")
+        try:
+            self._file = open(path, "ab")
+        except OSError as exc:
+            raise write_error(exc, path, "opening the shard") from exc
         self._path = relpath
-        self._size = size
+        # The real end of the file: a crash may have left bytes there that no row points at.
+        self._size = max(size, os.fstat(self._file.fileno()).st_size)
 
     def append(self, array: np.ndarray) -> tuple[str, int, int, str]:
         """Write ``array`` (C-contiguous) and return (shard path, offset, nbytes, checksum)."""
@@ -138,10 +190,13 @@ class ShardWriter:
             self._open(shard_name(self._next_number), 0)
             self._next_number += 1
             pad = 0
-        if pad:
-            self._file.write(b"\x00" * pad)
         offset = self._size + pad
-        self._file.write(data)
+        try:
+            if pad:
+                self._file.write(b"\x00" * pad)
+            self._file.write(data)
+        except OSError as exc:
+            raise write_error(exc, self.root / self._path, "writing array bytes") from exc
         self._size = offset + nbytes
         self.dirty[self._path] = self._size
         self.bytes_written += pad + nbytes
@@ -149,23 +204,34 @@ class ShardWriter:
 
     def sync(self) -> dict[str, int]:
         """Flush and fsync every shard written since the last sync; return their sizes."""
-        if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
+        try:
+            if self._file is not None:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+        except OSError as exc:
+            raise write_error(exc, self.root / self._path, "syncing the shard") from exc
         done, self.dirty = self.dirty, {}
         if done:
-            dirfd = os.open(self.root / "blobs", os.O_RDONLY)
-            try:
-                os.fsync(dirfd)
-            finally:
-                os.close(dirfd)
+            fsync_dir(self.root / "blobs")
         return done
 
     def close(self) -> None:
-        """Close the open shard (does not sync)."""
+        """Close the open shard (does not sync); a write error while closing after a failure is not raised again."""
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            try:
+                file.close()
+            except OSError:
+                pass
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, so that files created or unlinked in it stay so after a power loss."""
+    dirfd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
 
 
 class ShardReader:

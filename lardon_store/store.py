@@ -34,6 +34,10 @@ def _check_catalog_file(root: Path) -> Path:
             f"{root}: no lardon_store catalog ({catalog.CATALOG_NAME}) here: create one with "
             "lardon_store.compile(source, target) or `lardon-store compile SRC DST`."
         )
+    if path.stat().st_size == 0:
+        raise StoreNotFoundError(
+            f"{path}: the catalog is empty: the first compile into this store was interrupted; run it again."
+        )
     app_id = catalog.read_application_id(path)
     if app_id not in (catalog.APPLICATION_ID, 0):
         raise IncompatibleSchemaError(f"{path}: this file is not a lardon_store catalog (application_id {app_id}).")
@@ -210,6 +214,21 @@ class Store:
             "shard_bytes": int(shard_bytes),
             "failed_sources": [{"path": p, "error": e} for p, e in failures],
         }
+
+    # --- maintenance ------------------------------------------------------------------------------------------
+    def gc(self) -> int:
+        """Reclaim dead shard bytes (see ``lardon_store.gc``); return the bytes freed. Takes the write lock."""
+        from .gc import gc_store
+
+        freed = gc_store(self.root)
+        self.refresh()
+        return freed
+
+    def verify(self):
+        """Check every shard and entry checksum; return a VerifyReport naming damaged entries and sources."""
+        from .verify import verify_store
+
+        return verify_store(self.root)
 
 
 def open_store(path: str | os.PathLike, readonly: bool = True) -> Store:
