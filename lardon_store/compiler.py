@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from . import metadata as meta
 from .catalog import entries, meta_values, shards, sources
 from .errors import CallbackError, InvalidDataError, StoreLockedError
+from .parallel import run_callbacks
 from .shards import DEFAULT_MAX_SHARD_BYTES, ShardWriter, dtype_to_descr
 from .store import Store
 
@@ -296,6 +297,7 @@ def compile_store(
     on_error: str = "raise",
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     progress: Callable[[int, int], None] | None = None,
+    workers: int = 0,
 ) -> Store:
     """Compile the files of ``source`` into the store at ``target`` and return it (read-only, holding no lock).
 
@@ -304,6 +306,8 @@ def compile_store(
     ``callback_version`` (by default a fingerprint of the callback's code). ``on_error="skip"`` records a failing
     source in the catalog and goes on (it is retried next time); the default raises CallbackError.
     The summary is in the returned store's ``last_compile``.
+    ``workers=N`` runs the callbacks in N processes (the callback must pickle); the store is the same as with the
+    default ``workers=0``, which runs them in this process (so lambdas and local functions work).
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
@@ -323,9 +327,11 @@ def compile_store(
             if work.deleted:
                 conn.execute(delete(sources).where(sources.c.id.in_(work.deleted)))
         summary.unchanged, summary.deleted = work.unchanged, len(work.deleted)
+        outcomes = run_callbacks(callback, [str(src / rel) for rel, _ in work.todo], workers)
         writer = CatalogWriter(store, max_shard_bytes)
         try:
             for done, (rel, kind) in enumerate(work.todo):
+                outcome = next(outcomes)
                 path = src / rel
                 st = os.stat(path)
                 source_row = {
@@ -339,7 +345,7 @@ def compile_store(
                 }
                 try:
                     try:
-                        result = callback(str(path))
+                        result = outcome.unwrap()
                     except Exception as exc:
                         raise CallbackError(f"{path}: the callback raised {type(exc).__name__}: {exc}") from exc
                     items = [
@@ -364,6 +370,7 @@ def compile_store(
                     progress(done + 1, len(work.todo))
             writer.commit()
         finally:
+            outcomes.close()
             writer.close()
         summary.entries_written = writer.entries_written
         summary.bytes_written = writer.writer.bytes_written
