@@ -44,6 +44,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     Example:
         lardon-store compile raw/ store/ --ext .npy
         lardon-store compile raw/ store/ --callback mypkg.loaders:load --ext .wav --ext .flac
+        lardon-store compile sounds/ store/ --callback audio --ext .wav --ext .flac --workers 2
     """
     from tqdm import tqdm
 
@@ -55,7 +56,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
         bar.refresh()
 
     store = compile_store(
-        args.src, args.dst, load_callback(args.callback), args.ext or None, force=args.force, progress=progress
+        args.src,
+        args.dst,
+        load_callback(args.callback),
+        args.ext or None,
+        force=args.force,
+        progress=progress,
+        workers=args.workers,
     )
     bar.close()
     print(store.last_compile)
@@ -132,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ext", action="append", help="a file extension to compile (repeatable), e.g. --ext .npy")
     p.add_argument("--force", action="store_true", help="recompile every source")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=int, default=0, help="run the callback in N processes (default 0: in this one)")
     for name in ("info", "migrate"):
         p = sub.add_parser(name, help=COMMANDS[name][0], description=COMMANDS[name][1].__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
