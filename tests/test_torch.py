@@ -6,11 +6,14 @@ import pickle
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
 import lardon_store  # noqa: E402
 from lardon_store import randslice  # noqa: E402
+from lardon_store.indexing import resolve  # noqa: E402
 from lardon_store.torch import StoreDataset, collate  # noqa: E402
 
 N, FRAMES = 12, 40
@@ -79,6 +82,17 @@ def test_seeded_crops_are_pure_in_seed_epoch_item(store):
     assert _epoch(ds, 0) == first
     other = StoreDataset(store.all(), index=(slice(None), randslice(8)), seed=8)
     assert _epoch(other, 0) != first
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**63), epoch=st.integers(0, 1000), i=st.integers(0, N - 1), length=st.integers(1, FRAMES))
+def test_seeded_crop_oracle(store, seed, epoch, i, length):
+    """Item i of epoch e is the stored array indexed by the window default_rng([seed, e, i]) draws."""
+    sel = store.all()
+    ds = StoreDataset(sel, index=(slice(None), randslice(length)), seed=seed)
+    ds.set_epoch(epoch)
+    window = resolve((slice(None), randslice(length)), sel.shape_of(i), np.random.default_rng([seed, epoch, i]))
+    np.testing.assert_array_equal(ds[i], sel[i][window])
 
 
 def test_unseeded_crops_follow_torch_seed(store):
