@@ -328,16 +328,20 @@ def bench_parallel(work: Path, n_files: int) -> None:
     rng = np.random.default_rng(3)
     for i in range(n_files):
         np.save(src / f"w{i:03d}.npy", rng.standard_normal(16000 * 10).astype(np.float32))
-    times = {}
-    for workers in (0, 2):
-        t0 = time.perf_counter()
-        lardon_store.compile(src, work / f"stft{workers}", stft_callback, workers=workers)
-        times[workers] = time.perf_counter() - t0
+    times: dict[int, float] = {0: float("inf"), 2: float("inf")}
+    capacity = parallel_capacity()
+    for _attempt in range(2):  # best of two, alternating, as other processes may share the CPUs
+        for workers in (0, 2):
+            target = work / f"stft{workers}"
+            shutil.rmtree(target, ignore_errors=True)
+            t0 = time.perf_counter()
+            lardon_store.compile(src, target, stft_callback, workers=workers)
+            times[workers] = min(times[workers], time.perf_counter() - t0)
+    capacity = (capacity + parallel_capacity()) / 2
     a, b = lardon_store.open(work / "stft0"), lardon_store.open(work / "stft2")
     assert a.keys == b.keys and all(np.array_equal(a[i], b[i]) for i in range(len(a)))
     row(f"STFT compile, {n_files} files: workers=2 vs 0", f"{times[2]:,.2f} s", f"workers=0 {times[0]:,.2f} s",
         times[0] / times[2], "≥ 1.6×")  # fmt: skip
-    capacity = parallel_capacity()
     row("  machine's 2-process capacity now (CPU loop)", f"{capacity:.2f}×", f"load avg {os.getloadavg()[0]:.1f}",
         times[0] / times[2] / capacity)  # fmt: skip
 
@@ -351,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="lardon-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine()}")
-    print(f"mode: {'quick' if quick else 'full'}; scratch: {work}")
+    print(f"mode: {'quick' if quick else 'full'}; load average at start: {os.getloadavg()[0]:.1f}")
     print(f"  {'measure':<44} {'value':>22} {'reference':>24} {'ratio':>8}  goal")
     try:
         arrays = make_arrays(6 if quick else 24)
@@ -365,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.dir:
             shutil.rmtree(work, ignore_errors=True)
     missed = [r[0] for r in ROWS if r[4].endswith("MISSED")]
+    print(f"load average at end: {os.getloadavg()[0]:.1f}")
     print(f"goals missed: {', '.join(missed) if missed else 'none'}")
     return 0
 
