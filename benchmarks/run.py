@@ -79,13 +79,16 @@ def bench_compile(arrays, work: Path) -> lardon_store.Store:
     src = work / "src"
     src.mkdir()
     mb = sum(a.nbytes for a in arrays) / 1e6
-    t0 = time.perf_counter()
-    for i, a in enumerate(arrays):
-        np.save(src / f"e{i:04d}.npy", a)
-    t_save = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    lardon_store.compile(src, work / "store")
-    t_compile = time.perf_counter() - t0
+    t_save = t_compile = float("inf")
+    for _round in range(2):  # best of two, alternating
+        t0 = time.perf_counter()
+        for i, a in enumerate(arrays):
+            np.save(src / f"e{i:04d}.npy", a)
+        t_save = min(t_save, time.perf_counter() - t0)
+        shutil.rmtree(work / "store", ignore_errors=True)
+        t0 = time.perf_counter()
+        lardon_store.compile(src, work / "store")
+        t_compile = min(t_compile, time.perf_counter() - t0)
     row("compile MB/s vs np.save MB/s", f"{mb / t_compile:,.0f} MB/s", f"{mb / t_save:,.0f} MB/s",
         t_save / t_compile, "≥ 0.8×")  # fmt: skip
     # The same np.save, made durable as compile makes its shards (fsync), for context.
@@ -166,10 +169,25 @@ def bench_reads(arrays, work: Path, store: lardon_store.Store, reps: int) -> Non
         assert np.array_equal(sel[(idx[0][0], *idx[0][1])], expected)
         assert np.array_equal(h5ds[idx[0][0]][idx[0][1]], expected)
         assert np.array_equal(zds[idx[0][0]][idx[0][1]], expected)
-        t_raw = median_us(lambda i, ix: raw[i][ix].copy(), idx)
-        t_ls = median_us(lambda i, ix: sel[(i, *ix)], idx)
-        t_h5 = median_us(lambda i, ix: h5ds[i][ix], idx)
-        t_z = median_us(lambda i, ix: zds[i][ix], idx[: max(reps // 5, 20)])
+        readers = {
+            "raw": lambda i, ix: raw[i][ix].copy(),
+            "lardon": lambda i, ix: sel[(i, *ix)],
+            "h5py": lambda i, ix: h5ds[i][ix],
+            "zarr": lambda i, ix: zds[i][ix],
+        }
+        # Interleaved: each draw is read by every reader in turn, so load from other processes hits them alike;
+        # the order rotates, so that no reader always finds the bytes in the CPU cache after another one.
+        times: dict[str, list[int]] = {name: [] for name in readers}
+        order = list(readers)
+        for k, (i, ix) in enumerate(idx):
+            for name in order[k % 4 :] + order[: k % 4]:
+                if name == "zarr" and k % 5:
+                    continue
+                read = readers[name]
+                t0 = time.perf_counter_ns()
+                read(i, ix)
+                times[name].append(time.perf_counter_ns() - t0)
+        t_raw, t_ls, t_h5, t_z = (statistics.median(times[name]) / 1e3 for name in readers)
         ref = f"raw memmap {t_raw:,.1f} µs"
         row(f"read {label} lardon_store", f"{t_ls:,.1f} µs", ref, t_ls / t_raw, goals[label])
         row(f"read {label} h5py", f"{t_h5:,.1f} µs", ref, t_h5 / t_raw)
@@ -251,7 +269,7 @@ class RawDataset:
         return np.ascontiguousarray(a[:, :, t : t + 64])
 
 
-def bench_dataloader(work: Path, store: lardon_store.Store, batches: int) -> None:
+def bench_dataloader(work: Path, store: lardon_store.Store, batches: int, rounds: int) -> None:
     try:
         import torch
         from torch.utils.data import DataLoader
@@ -274,9 +292,17 @@ def bench_dataloader(work: Path, store: lardon_store.Store, batches: int) -> Non
         return count / (time.perf_counter() - t0)
 
     torch.manual_seed(0)
-    r_raw = rate(RawDataset(paths))
-    r_ls = rate(StoreDataset(sel, index=(slice(None), slice(None), randslice(64))))
-    r_seeded = rate(StoreDataset(sel, index=(slice(None), slice(None), randslice(64)), seed=0))
+    index = (slice(None), slice(None), randslice(64))
+    datasets = {
+        "raw": RawDataset(paths),
+        "lardon": StoreDataset(sel, index=index),
+        "seeded": StoreDataset(sel, index=index, seed=0),
+    }
+    best = dict.fromkeys(datasets, 0.0)
+    for _round in range(rounds):  # best of several alternating rounds: other processes may share the CPUs
+        for name, ds in datasets.items():
+            best[name] = max(best[name], rate(ds))
+    r_raw, r_ls, r_seeded = best["raw"], best["lardon"], best["seeded"]
     ref = f"raw memmap {r_raw:,.0f}/s"
     row("DataLoader (2 workers) samples/s", f"{r_ls:,.0f}/s", ref, r_ls / r_raw, "≥ 0.8×")
     row("DataLoader (2 workers), seed=0", f"{r_seeded:,.0f}/s", ref, r_seeded / r_raw, "≥ 0.8×")
@@ -363,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_reads(arrays, work, store, reps=300 if quick else 2000)
         del arrays
         bench_open(work, [1_000, 10_000, 100_000, 1_000_000], reps=5 if quick else 20)
-        bench_dataloader(work, store, batches=15 if quick else 60)
+        bench_dataloader(work, store, batches=15 if quick else 60, rounds=2 if quick else 3)
         bench_parallel(work, n_files=16 if quick else 48)
     finally:
         if not args.dir:
