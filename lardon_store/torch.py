@@ -33,6 +33,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .batching import batch, check_mode
 from .indexing import randslice, resolve
 from .selection import Selection
+from .store import Store
 
 __all__ = ["Collate", "StoreDataset", "collate"]
 
@@ -41,6 +42,8 @@ DEFAULT_INDEX = (slice(None), randslice(64))
 
 class StoreDataset(Dataset):
     """Item ``i`` is ``transform(selection[i][index])`` (a numpy array unless ``transform`` makes something else).
+
+    ``selection`` is a Selection (a query's result) or a Store (all its entries).
 
     With ``return_metadata=True`` an item is ``(array, metadata_dict)``. See the module docstring for how random
     crops are drawn with and without ``seed``.
@@ -54,8 +57,10 @@ class StoreDataset(Dataset):
         return_metadata: bool = False,
         seed: int | None = None,
     ):
+        if isinstance(selection, Store):
+            selection = selection.all()
         if not isinstance(selection, Selection):
-            raise TypeError(f"StoreDataset needs a lardon_store Selection, not {type(selection).__name__}")
+            raise TypeError(f"StoreDataset needs a lardon_store Selection or Store, not {type(selection).__name__}")
         self.selection = selection
         self.index = index if isinstance(index, tuple) else (index,)
         self.transform = transform

@@ -58,6 +58,9 @@ def test_item_shape_and_values(store):
     np.testing.assert_array_equal(x[1], np.arange(x[1, 0], x[1, 0] + 8))
     with pytest.raises(IndexError):
         ds[N]
+    np.testing.assert_array_equal(StoreDataset(store, index=(), seed=1)[-1], store[N - 1])
+    with pytest.raises(TypeError, match="Selection or Store"):
+        StoreDataset([np.zeros(3)])
 
 
 @pytest.mark.parametrize("ctx", ["fork", "spawn"])
