@@ -63,7 +63,7 @@ def test_item_shape_and_values(store):
         StoreDataset([np.zeros(3)])
 
 
-@pytest.mark.parametrize("ctx", ["fork", "spawn"])
+@pytest.mark.parametrize("ctx", ["fork", "spawn", "forkserver"])
 def test_dataloader_two_workers(store, ctx):
     ds = StoreDataset(store.all(), index=(slice(None), randslice(8)), seed=5)
     got = _epoch(ds, 2, ctx)
