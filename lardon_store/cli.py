@@ -44,6 +44,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     Example:
         lardon-store compile raw/ store/ --ext .npy
         lardon-store compile raw/ store/ --callback mypkg.loaders:load --ext .wav --ext .flac
+        lardon-store compile sounds/ store/ --callback audio --ext .wav --ext .flac --workers 2
     """
     from tqdm import tqdm
 
@@ -56,7 +57,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     store = compile_store(
         args.src, args.dst, load_callback(args.callback), args.ext or None, force=args.force, progress=progress,
-        callback_version=args.callback_version, on_error=args.on_error,
+        callback_version=args.callback_version, on_error=args.on_error, workers=args.workers,
     )  # fmt: skip
     bar.close()
     print(store.last_compile)
@@ -226,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="skip: record a failing source in the catalog and go on (retried next time)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=int, default=0, help="run the callback in N processes (default 0: in this one)")
     for name in ("info", "migrate", "gc", "verify"):
         p = sub.add_parser(name, help=COMMANDS[name][0], description=COMMANDS[name][1].__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip

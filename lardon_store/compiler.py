@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from . import metadata as meta
 from .catalog import CATALOG_NAME, entries, meta_values, shards, sources, store_info
 from .errors import CallbackError, InvalidDataError, StoreLockedError, StoreWriteError
+from .parallel import run_callbacks
 from .shards import DEFAULT_MAX_SHARD_BYTES, ShardWriter, dtype_to_descr
 from .store import Store
 
@@ -437,6 +438,7 @@ def compile_store(
     on_error: str = "raise",
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     progress: Callable[[int, int], None] | None = None,
+    workers: int = 0,
 ) -> Store:
     """Compile the files of ``source`` into the store at ``target`` and return it (read-only, holding no lock).
 
@@ -445,6 +447,8 @@ def compile_store(
     ``callback_version`` (by default a fingerprint of the callback's code). ``on_error="skip"`` records a failing
     source in the catalog and goes on (it is retried next time); the default raises CallbackError.
     The summary is in the returned store's ``last_compile``.
+    ``workers=N`` runs the callbacks in N processes (the callback must pickle); the store is the same as with the
+    default ``workers=0``, which runs them in this process (so lambdas and local functions work).
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
@@ -470,9 +474,11 @@ def compile_store(
         except OperationalError as exc:
             raise catalog_write_error(exc, target) from exc
         summary.unchanged, summary.deleted = work.unchanged, len(work.deleted)
+        outcomes = run_callbacks(callback, [str(src / rel) for rel, _ in work.todo], workers)
         writer = CatalogWriter(store, max_shard_bytes)
         try:
             for done, (rel, kind) in enumerate(work.todo):
+                outcome = next(outcomes)
                 path = src / rel
                 st = os.stat(path)
                 source_row = {
@@ -486,7 +492,7 @@ def compile_store(
                 }
                 try:
                     try:
-                        result = callback(str(path))
+                        result = outcome.unwrap()
                     except Exception as exc:
                         raise CallbackError(
                             f"{path}: the callback raised {type(exc).__name__}: {exc}. Sources compiled before it are "
@@ -515,6 +521,7 @@ def compile_store(
                     progress(done + 1, len(work.todo))
             writer.commit()
         finally:
+            outcomes.close()
             writer.close()
         summary.entries_written = writer.entries_written
         summary.bytes_written = writer.writer.bytes_written

@@ -1,0 +1,146 @@
+"""PyTorch adapter: a map-style Dataset over a Selection, and a collate for ragged items.
+
+Needs the optional ``torch`` extra (``pip install lardon_store[torch]``); ``import lardon_store`` never imports torch.
+
+The dataset pickles as the selection's columns and the store's path (never an open mmap or database connection), so
+it works with ``DataLoader(num_workers=N)`` under ``fork``, ``spawn`` and ``forkserver`` without a
+``worker_init_fn``: each worker maps the shards itself on first read.
+
+Random crops (``randslice`` in ``index``):
+
+- ``seed=<int>``: the crop of item ``i`` in epoch ``e`` is drawn from ``numpy.random.default_rng([seed, e, i])``: a
+  pure function of ``(seed, e, i)``, the same whatever the number of workers or the order of reads. ``set_epoch(e)``
+  moves to another epoch (call it before creating the epoch's iterator, as with ``DistributedSampler.set_epoch``).
+- ``seed=None``: crops are drawn from a generator seeded by ``torch.initial_seed()`` of the reading process, which
+  the DataLoader sets anew for each worker at each epoch; so crops differ between epochs and between workers, and
+  ``torch.manual_seed(s)`` before the loop makes a run reproducible.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+try:
+    import torch
+    from torch.utils.data import Dataset
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("lardon_store.torch needs PyTorch: install it with `pip install lardon_store[torch]`.") from exc
+
+from .batching import batch, check_mode
+from .indexing import randslice, resolve
+from .selection import Selection
+from .store import Store
+
+__all__ = ["Collate", "StoreDataset", "collate"]
+
+DEFAULT_INDEX = (slice(None), randslice(64))
+
+
+class StoreDataset(Dataset):
+    """Item ``i`` is ``transform(selection[i][index])`` (a numpy array unless ``transform`` makes something else).
+
+    ``selection`` is a Selection (a query's result) or a Store (all its entries).
+
+    With ``return_metadata=True`` an item is ``(array, metadata_dict)``. See the module docstring for how random
+    crops are drawn with and without ``seed``.
+    """
+
+    def __init__(
+        self,
+        selection: Selection,
+        index: Any = DEFAULT_INDEX,
+        transform: Callable[[np.ndarray], Any] | None = None,
+        return_metadata: bool = False,
+        seed: int | None = None,
+    ):
+        if isinstance(selection, Store):
+            selection = selection.all()
+        if not isinstance(selection, Selection):
+            raise TypeError(f"StoreDataset needs a lardon_store Selection or Store, not {type(selection).__name__}")
+        self.selection = selection
+        self.index = index if isinstance(index, tuple) else (index,)
+        self.transform = transform
+        self.return_metadata = return_metadata
+        self.seed = None if seed is None else int(seed)
+        self.epoch = 0
+        self._rng_key: tuple[int, int] | None = None
+        self._rng: np.random.Generator | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch``'s crops from now on (only changes anything when ``seed`` is given)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.selection)
+
+    def rng(self, i: int) -> np.random.Generator:
+        """The generator that draws item ``i``'s crop in this process and epoch."""
+        if self.seed is not None:
+            return np.random.default_rng([self.seed, self.epoch, i])
+        key = (os.getpid(), torch.initial_seed())
+        if self._rng is None or self._rng_key != key:
+            self._rng = np.random.default_rng(key[1])
+            self._rng_key = key
+        return self._rng
+
+    def __getitem__(self, i: int):
+        n = len(self.selection)
+        i = int(i)
+        if i < -n or i >= n:
+            raise IndexError(f"index {i} is out of range for a StoreDataset of {n} items")
+        i %= n
+        index = self.index
+        if any(isinstance(item, randslice) for item in index):
+            index = resolve(index, self.selection.shape_of(i), self.rng(i))
+        x = self.selection[(i, *index)]
+        if self.transform is not None:
+            x = self.transform(x)
+        if self.return_metadata:
+            return x, self.selection.metadata(i)
+        return x
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_rng"] = state["_rng_key"] = None
+        return state
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    return x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+class Collate:
+    """A DataLoader ``collate_fn`` that batches ragged arrays as ``batching.batch`` does, into tensors.
+
+    ``mode`` is ``"pad"`` (pad each item at the end of each axis to the largest size; ``batch_args`` go to
+    ``np.pad``), ``"crop"`` (cut to the smallest size) or ``"list"`` (a list of tensors). Items may be arrays
+    (or tensors) or ``(array, metadata)`` pairs; pairs give ``(batch, [metadata, ...])``.
+    """
+
+    def __init__(self, mode: str = "pad", **batch_args: Any):
+        self.mode = check_mode(mode)
+        self.batch_args = batch_args
+
+    def __call__(self, items: list[Any]):
+        if items and isinstance(items[0], tuple) and len(items[0]) == 2:
+            arrays, metadata = zip(*items)
+            return self._batch(arrays), list(metadata)
+        return self._batch(items)
+
+    def _batch(self, items) -> Any:
+        result = batch([_to_numpy(x) for x in items], self.mode, self.batch_args)
+        if self.mode == "list":
+            return [torch.from_numpy(np.ascontiguousarray(x)) for x in result]
+        return torch.from_numpy(result)
+
+    def __repr__(self) -> str:
+        return f"Collate(mode={self.mode!r}, **{self.batch_args!r})"
+
+
+def collate(mode: str = "pad", **batch_args: Any) -> Collate:
+    """A picklable ``collate_fn`` for ragged items: ``DataLoader(ds, collate_fn=collate("pad"))``."""
+    return Collate(mode, **batch_args)
