@@ -111,12 +111,9 @@ def callback_fingerprint(callback: Callback) -> str:
 
 
 def file_hash(path: Path) -> str:
-    """The content hash kept for a source file."""
-    h = hashlib.blake2b(digest_size=16)
+    """The content hash kept for a source file (SHA-256: the fastest strong hash in hashlib on common CPUs)."""
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @contextmanager

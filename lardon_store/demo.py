@@ -75,7 +75,10 @@ def run_demo(directory: str | os.PathLike, n_files: int = 200) -> None:
     b = _median_us(numpy_raw, 2000)
     print(f"random crop x[i][:, :, t:t+64]: lardon_store {a:.1f} µs, raw np.load(mmap_mode='r') {b:.1f} µs "
           f"(ratio {a / b:.2f})")  # fmt: skip
-    keys = store.keys
-    violin = [i for i, k in enumerate(keys) if k.startswith("violin/")]
-    print(f"{len(violin)} violin entries; first: {keys[violin[0]]} {store.entry(violin[0]).metadata}")
+    from .query import meta
+
+    violins = store.where(meta.instrument == "violin", meta.pitch > 60)
+    print(f'store.where(meta.instrument == "violin", meta.pitch > 60): {len(violins)} entries; first: '
+          f"{violins.keys[0] if len(violins) else None} {violins.metadata(0) if len(violins) else ''}")  # fmt: skip
+    print(f"store.distinct('split'): {store.distinct('split')}")
     print(f"try: python -c \"import lardon_store as ls; s = ls.open('{target}'); print(s[0, :, :, 10:20].shape)\"")
