@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Integer, and_, bindparam, delete, insert, select, type_coerce, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from . import metadata as meta
@@ -225,10 +225,11 @@ def plan(
     stats: dict[str, tuple[int, int]] | None = None,
 ) -> _Plan:
     """Classify each source file against the catalog (``stats``: the (size, mtime_ns) ``scan_stats`` found)."""
-    # Only small columns for 10,000s of rows; the status and version comparison runs in SQL.
-    current = type_coerce(and_(sources.c.status == "ok", sources.c.callback_version == version), Integer)
-    columns = (sources.c.path, sources.c.id, sources.c.size, sources.c.mtime_ns, current)
-    rows = conn.execute(select(*columns)).all()
+    # Only small columns for 10,000s of rows, through the driver's cursor (SQLAlchemy's row objects cost more than
+    # the query here); the status and version comparison runs in SQL, with the version bound.
+    rows = conn.connection.driver_connection.execute(
+        "SELECT path, id, size, mtime_ns, (status = 'ok' AND callback_version = ?) FROM sources", (version,)
+    ).fetchall()
     known = {row[0]: row for row in rows}
     # The common case first: same version, same size and mtime_ns. Such a file is not even opened.
     same_stat = set()
