@@ -1,6 +1,7 @@
-"""covering meta_values indexes: (key, num, entry_id) and (key, text, entry_id)
+"""covering meta_values indexes: (key, num, type, entry_id) and (key, text, entry_id)
 
-A filter on a key then reads entry ids straight from the index, without a table look-up per match.
+A filter on a key then reads entry ids (and the type test of a numeric range) straight from the index, without
+a table look-up per match.
 
 Revision ID: 0002
 Revises: 0001
@@ -16,7 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_meta_values_key_num_entry", "meta_values", ["key", "num", "entry_id"])
+    op.create_index("ix_meta_values_key_num_entry", "meta_values", ["key", "num", "type", "entry_id"])
     op.create_index("ix_meta_values_key_text_entry", "meta_values", ["key", "text", "entry_id"])
     op.drop_index("ix_meta_values_key_num", table_name="meta_values")
     op.drop_index("ix_meta_values_key_text", table_name="meta_values")
