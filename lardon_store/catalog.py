@@ -88,8 +88,9 @@ meta_values = Table(
     Column("type", String, nullable=False),
     Column("num", Float, nullable=True),
     Column("text", String, nullable=True),
-    Index("ix_meta_values_key_num", "key", "num"),
-    Index("ix_meta_values_key_text", "key", "text"),
+    # Covering: a filter on one key reads the matching entry ids (and types) from the index alone.
+    Index("ix_meta_values_key_num_entry", "key", "num", "type", "entry_id"),
+    Index("ix_meta_values_key_text_entry", "key", "text", "entry_id"),
     Index("ix_meta_values_key_type", "key", "type"),
 )
 
