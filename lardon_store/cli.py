@@ -185,7 +185,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     Python twin: lardon_store.demo.run_demo(directory).
 
     Example:
-        lardon-store demo /tmp/lardon-demo
+        lardon-store demo lardon-demo
     """
     from .demo import run_demo
 
