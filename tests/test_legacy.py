@@ -252,3 +252,15 @@ def test_control_the_payload_is_real(tmp_path):
     marker = tmp_path / "marker"
     pickle.loads(pickle.dumps(_RunsShell(f"touch {marker}")))
     assert marker.exists()
+
+
+def test_gc_and_verify_leave_files_imported_in_place_alone(tmp_path):
+    arrays = sample_arrays()
+    root = write_legacy(tmp_path / "parsed", arrays)
+    lardon.import_lardon(root)
+    before = {rel: (root / rel).read_bytes() for rel in arrays}
+    assert lardon.gc_store(root) == 0
+    assert {rel: (root / rel).read_bytes() for rel in arrays} == before
+    assert lardon.verify_store(root).ok
+    for key, data in zip(lardon.open(root).keys, lardon.open(root)):
+        np.testing.assert_array_equal(data, arrays[key + ".npy"])
