@@ -34,19 +34,17 @@ def migrations_dir() -> Path:
     )
 
 
-def alembic_config() -> Config:
-    """An Alembic Config pointing at the shipped migrations."""
+def alembic_config(location: str | None = None) -> Config:
+    """An Alembic Config pointing at the migrations in ``location`` (by default the shipped ones)."""
     config = Config()
-    config.set_main_option("script_location", str(migrations_dir()))
+    config.set_main_option("script_location", location or str(migrations_dir()))
     return config
 
 
 @functools.cache
 def _revisions(location: str) -> tuple[str, frozenset[str]]:
     """(head, every revision) of the migrations at ``location``: read once per process, they ship with the code."""
-    config = Config()
-    config.set_main_option("script_location", location)
-    script = ScriptDirectory.from_config(config)
+    script = ScriptDirectory.from_config(alembic_config(location))
     head = script.get_current_head()
     assert head is not None
     return head, frozenset(rev.revision for rev in script.walk_revisions())
