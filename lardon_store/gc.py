@@ -20,10 +20,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, update
 from sqlalchemy.exc import OperationalError
 
-from .catalog import entries, shards, sources, store_info
+from .catalog import entries, shards, store_info
 from .compiler import NEXT_SHARD_KEY, _crash_point, catalog_write_error, next_shard_floor, store_lock
 from .errors import CorruptStoreError
 from .shards import (
@@ -36,6 +36,7 @@ from .shards import (
     shard_files_on_disk,
 )
 from .store import Store
+from .verify import entries_by_shard
 
 __all__ = ["gc_store"]
 
@@ -61,20 +62,7 @@ def gc_store(path: str | os.PathLike, max_shard_bytes: int = DEFAULT_MAX_SHARD_B
         store = Store(root, readonly=False)
         engine = store.engine
         with engine.connect() as conn:
-            shard_rows = {sid: (spath, size) for sid, spath, size in conn.execute(select(shards))}
-            rows = conn.execute(
-                select(
-                    entries.c.id,
-                    entries.c.key,
-                    entries.c.shard_id,
-                    entries.c.offset,
-                    entries.c.nbytes,
-                    entries.c.checksum,
-                    sources.c.path,
-                )  # fmt: skip
-                .outerjoin(sources, entries.c.source_id == sources.c.id)
-                .order_by(entries.c.shard_id, entries.c.offset)
-            ).all()
+            shard_rows, rows = entries_by_shard(conn)
             floor = next_shard_floor(conn)
         on_disk = shard_files_on_disk(root)
         known = {spath for spath, _ in shard_rows.values()}

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select, text
+from sqlalchemy import Connection, select, text
 
 from .catalog import entries, shards, sources
 from .errors import CorruptStoreError
@@ -93,6 +93,28 @@ def _row_problem(row, file_size: int) -> str | None:
     return None
 
 
+def entries_by_shard(conn: Connection) -> tuple[dict[int, tuple[str, int]], list]:
+    """Every shard (id -> (path, committed size)), and every entry row with its source path, in shard order:
+    what verify checks and gc copies."""
+    shard_rows = {sid: (spath, size) for sid, spath, size in conn.execute(select(shards))}
+    rows = conn.execute(
+        select(
+            entries.c.id,
+            entries.c.key,
+            entries.c.shard_id,
+            entries.c.offset,
+            entries.c.nbytes,
+            entries.c.dtype,
+            entries.c.shape,
+            entries.c.checksum,
+            sources.c.path,
+        )  # fmt: skip
+        .outerjoin(sources, entries.c.source_id == sources.c.id)
+        .order_by(entries.c.shard_id, entries.c.offset)
+    ).all()
+    return shard_rows, rows
+
+
 def verify_store(path: str | os.PathLike) -> VerifyReport:
     """Check the store at ``path`` and return a report naming every damaged entry and its source."""
     store = Store(path, readonly=True)
@@ -102,21 +124,7 @@ def verify_store(path: str | os.PathLike) -> VerifyReport:
         problems = [r for (r,) in conn.execute(text("PRAGMA integrity_check"))]
         if problems != ["ok"]:
             report.catalog_problems += problems
-        shard_rows = {sid: (spath, size) for sid, spath, size in conn.execute(select(shards))}
-        rows = conn.execute(
-            select(
-                entries.c.key,
-                entries.c.shard_id,
-                entries.c.offset,
-                entries.c.nbytes,
-                entries.c.dtype,
-                entries.c.shape,
-                entries.c.checksum,
-                sources.c.path,
-            )  # fmt: skip
-            .outerjoin(sources, entries.c.source_id == sources.c.id)
-            .order_by(entries.c.shard_id, entries.c.offset)
-        ).all()
+        shard_rows, rows = entries_by_shard(conn)
     on_disk = shard_files_on_disk(root)
     files: dict[int, tuple[Path, int]] = {}
     for sid, (spath, size) in shard_rows.items():
