@@ -5,8 +5,8 @@
 ``eval``). Each leaf compiles to ``entries.id IN (SELECT entry_id FROM meta_values WHERE key = ? AND ...)`` with
 bound parameters, so SQLite answers it from the covering ``(key, num, type, entry_id)``, ``(key, text, entry_id)`` or
 the ``(key, type)`` index. Inside an AND, selective conditions (equality, two-sided range) on different keys become
-an ``INTERSECT`` of per-key id subqueries; one-sided ones are checked with correlated ``EXISTS`` on the
-``(entry_id, key)`` primary key.
+an ``INTERSECT`` of per-key id subqueries (``where()`` reads those id lists and intersects them in numpy);
+one-sided ones are checked with correlated ``EXISTS`` on the ``(entry_id, key)`` primary key.
 
 Semantics (the same as :func:`matches`, the Python oracle the tests compare with):
 
@@ -24,10 +24,12 @@ Semantics (the same as :func:`matches`, the Python oracle the tests compare with
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import math
 import operator
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,7 +38,7 @@ import numpy as np
 from sqlalchemy import ColumnElement, and_, false, func, intersect, literal, not_, or_, select, true
 
 from .catalog import entries, meta_values
-from .errors import QueryError
+from .errors import CorruptStoreError, QueryError
 
 if TYPE_CHECKING:
     from .selection import Selection
@@ -345,6 +347,14 @@ class And(Expr):
         return " and ".join(f"({p})" for p in self.parts) if self.parts else "True"
 
     def sql(self) -> ColumnElement:
+        drive, rest = self.plan()
+        parts = [entries.c.id.in_(drive[0] if len(drive) == 1 else intersect(*drive))] if drive else []
+        parts += rest
+        return (parts[0] if len(parts) == 1 else and_(*parts)) if parts else true()
+
+    def plan(self) -> tuple[list, list[ColumnElement]]:
+        """``(drive, rest)``: the id subqueries whose intersection holds every match, and the conditions left to
+        check on ``entries`` for each candidate."""
         # An entry has at most one row per key, so conditions on the same key merge into one indexed subquery
         # (60 <= pitch < 70 becomes one range search, not two half-open ones).
         by_key: dict[str, list[ColumnElement]] = {}
@@ -361,10 +371,7 @@ class And(Expr):
         keyed = sorted(by_key.items(), key=lambda item: _selectivity_rank(item[1]))
         drive = [kv for kv in keyed if _selectivity_rank(kv[1]) <= 1] or keyed[:1]
         subs = [select(meta_values.c.entry_id).where(meta_values.c.key == key, *rows) for key, rows in drive]
-        parts = [entries.c.id.in_(subs[0] if len(subs) == 1 else intersect(*subs))] if subs else []
-        parts += [_probe(key, *rows) for key, rows in keyed[len(drive) :]]
-        parts += others
-        return (parts[0] if len(parts) == 1 else and_(*parts)) if parts else true()
+        return subs, [_probe(key, *rows) for key, rows in keyed[len(drive) :]] + others
 
     def match(self, metadata: Mapping[str, Any]) -> bool:
         return all(p.match(metadata) for p in self.parts)
@@ -641,7 +648,44 @@ def combine(conditions: Iterable[Expr | str], equals: Mapping[str, Any]) -> Expr
 
 def store_where(store: Store, conditions: Iterable[Expr | str], equals: Mapping[str, Any]) -> Selection:
     """The Selection of the store's entries matching every condition, in key order."""
-    return store.select(combine(conditions, equals).sql())
+    expr = combine(conditions, equals)
+    condition = expr.sql()
+    if not isinstance(expr, And) or len(expr.plan()[0]) < 2:
+        return store.select(condition)
+    # Intersecting the id lists in numpy, each read from its index as one text, takes a quarter of the time of
+    # SQLite's INTERSECT through a temporary B-tree (measured on 100k x 100k ids: 26 ms against 86 ms).
+    drive, rest = expr.plan()
+    with store.engine.connect() as conn:
+        found = _intersect([_id_list(conn, sub) for sub in drive])
+    ids = func.json_each(json.dumps(found.tolist())).table_valued("value")
+    selection = store.select(and_(entries.c.id.in_(select(ids.c.value)), *rest))
+    selection._condition = condition
+    return selection
+
+
+def _id_list(conn, sub) -> np.ndarray:
+    """The ids ``sub`` selects, fetched as one comma-separated text instead of one row each."""
+    sub = sub.subquery()
+    count, text_ = conn.execute(select(func.count(), func.group_concat(sub.c.entry_id)).select_from(sub)).one()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy only warns when the text does not parse to its end
+        found = np.fromstring(text_, dtype=np.int64, sep=",") if count else np.empty(0, np.int64)
+    if len(found) != count:
+        raise CorruptStoreError(f"the catalog's metadata index gave {len(found)} ids for {count} rows: run verify.")
+    return found
+
+
+def _intersect(lists: list[np.ndarray]) -> np.ndarray:
+    """The ids present in every list (each list without repeats), sorted."""
+    if any(not len(x) for x in lists):
+        return np.empty(0, np.int64)
+    low, top = min(int(x.min()) for x in lists), max(int(x.max()) for x in lists)
+    if low < 0 or top > 8 * sum(map(len, lists)) + 1_000_000:
+        return np.unique(functools.reduce(np.intersect1d, lists))
+    hits = np.zeros(top + 1, np.uint8 if len(lists) < 256 else np.int64)
+    for ids in lists:
+        hits[ids] += 1
+    return np.flatnonzero(hits == len(lists))
 
 
 def _ids_where(store: Store, condition: ColumnElement) -> np.ndarray:

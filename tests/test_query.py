@@ -316,3 +316,34 @@ def test_empty_selections(template, tmp_path):
     for empty in (s.where(meta.p > 10), s.where().limit(0), s.where().take([])):
         assert empty.order_by("p").keys == [] and empty.where(p=1).keys == []
         assert empty.metadata_columns(["p"])["p"].shape == (0,)
+
+
+def test_and_of_selective_keys_intersects_id_lists_like_sql(template, tmp_path, monkeypatch):
+    from lardon_store import query
+
+    mds = [{"pitch": i % 13, "inst": f"i{i % 5}", "d": i / 7} for i in range(400)]
+    s = make(template, tmp_path, mds)
+    calls = []
+    real = query._id_list
+    monkeypatch.setattr(query, "_id_list", lambda conn, sub: calls.append(1) or real(conn, sub))
+    for e in [
+        (meta.inst == "i3") & meta.pitch.between(2, 6),
+        (meta.inst == "i3") & (meta.pitch == 4) & (meta.d < 30),
+        And((meta.inst == "i1", meta.pitch >= 3, meta.pitch < 9, ~(meta.d > 50), meta.inst.isin(["i1", "i2"]))),
+        (meta.inst == "i9") & (meta.pitch == 4),
+    ]:
+        calls.clear()
+        expected = [f"e{i:04d}" for i, md in enumerate(mds) if e.match(md)]
+        assert s.where(e).keys == expected, str(e)
+        assert len(calls) >= 2, str(e)
+        assert s.select(e.sql()).keys == expected  # the one-statement SQL form agrees
+        assert s.where(e).where(meta.pitch != 4).keys == [k for k in expected if mds[int(k[1:])]["pitch"] != 4]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(-5, 2**40), unique=True, max_size=30), min_size=1, max_size=4))
+def test_intersect_of_id_lists_matches_sets(lists):
+    from lardon_store.query import _intersect
+
+    expected = sorted(set.intersection(*(set(x) for x in lists)))
+    assert _intersect([np.array(x, np.int64) for x in lists]).tolist() == expected
