@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,7 @@ class Columns:
         )
 
 
+_INT_CHARS = re.compile(r"[0-9,-]*")  # no "+", no spaces: what SQLite writes for integers
 _SHAPE_CHARS = re.compile(r"[0-9, \n\[\]]*")
 
 
@@ -147,6 +149,95 @@ def build_columns(rows: list[tuple], shards: dict[int, tuple[str, int]], where: 
         dims,
         tuple(shards[s][0] for s in shard_ids),
         np.array([shards[s][1] for s in shard_ids], np.int64),
+        tuple(dtypes),
+    )
+
+
+def parse_ints(text: str | None, count: int) -> np.ndarray | None:
+    """The ``count`` integers of a comma-separated text (as SQLite's ``group_concat`` writes them), else None."""
+    if not count:
+        return np.empty(0, np.int64)
+    if type(text) is not str or not _INT_CHARS.fullmatch(text):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy only warns when a text does not parse to its end
+        try:
+            found = np.fromstring(text, np.int64, sep=",")
+        except (ValueError, DeprecationWarning):
+            return None
+    if len(found) != count or (found >= 10**18).any() or (found <= -(10**18)).any():
+        return None  # (a number past int64 would have been clipped without a word)
+    return found
+
+
+def columns_from_texts(
+    texts: tuple[int, str, str, str, str, str, str], shards: dict[int, tuple[str, int]]
+) -> Columns | None:
+    """Columns from the catalog columns read as one text each: ``(count, ids, shard ids, offsets, nbytes, dtypes,
+    shapes)``, numbers comma-separated, dtypes and shapes NUL-separated, all in the same row order.
+
+    The checks are those of ``build_columns``, made on whole columns. None when a text does not parse or any row
+    fails a check: the caller then reads the rows one by one with ``build_columns``, whose error names the row.
+    """
+    n, *rest = texts
+    if not n or any(type(t) is not str for t in rest):
+        return None
+    ids, sid, off, nb = (parse_ints(t, n) for t in rest[:4])
+    dtype_text, shape_text = rest[4:]
+    descr_list = dtype_text.split("\0")
+    shape_list = shape_text.split("\0")
+    if any(x is None for x in (ids, sid, off, nb)) or len(descr_list) != n or len(shape_list) != n:
+        return None
+    shard_ids = sorted(shards)
+    if not np.isin(sid, shard_ids).all() or (off < 0).any() or (nb < 0).any():
+        return None
+    if (off >= _MAX_NBYTES).any() or (nb >= _MAX_NBYTES).any():
+        return None
+    descrs: dict[str, int] = {}
+    codes = np.array([descrs.setdefault(d, len(descrs)) for d in descr_list], np.int16)
+    try:
+        dtypes = [descr_to_dtype(d, "") for d in descrs]
+    except CorruptStoreError:
+        return None
+    if not _SHAPE_CHARS.fullmatch(shape_text.replace("\0", "")):
+        return None
+    shapes = _parse_shapes(shape_list)
+    if not all(isinstance(x, list) for x in shapes):
+        return None
+    ndims = [len(x) for x in shapes]
+    width = max(ndims)
+    try:  # (only digits, commas and brackets: each shape is a list of non-negative ints, or of lists)
+        if min(ndims) == width:
+            dims = np.array(shapes, np.int64)
+            if dims.shape != (n, width):
+                return None
+        else:
+            dims = np.zeros((n, width), np.int64)
+            for i, x in enumerate(shapes):
+                dims[i, : len(x)] = x
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if width > 64 or (width and dims.max() >= _MAX_NBYTES):
+        return None
+    itemsize = np.array([d.itemsize for d in dtypes], np.int64)[codes]
+    if (np.prod(dims.astype(np.float64), axis=1) * itemsize > _MAX_NBYTES).any():
+        return None
+    if not (np.prod(dims, axis=1) * itemsize == nb).all():
+        return None
+    shard_pos = np.searchsorted(shard_ids, sid)
+    sizes = np.array([shards[x][1] for x in shard_ids], np.int64)
+    if not (off + nb <= sizes[shard_pos]).all():
+        return None
+    return Columns(
+        ids,
+        shard_pos.astype(np.int32),
+        off,
+        nb,
+        codes,
+        np.array(ndims, np.int8),
+        dims,
+        tuple(shards[x][0] for x in shard_ids),
+        sizes,
         tuple(dtypes),
     )
 
