@@ -60,6 +60,32 @@ class Columns:
         )
 
 
+class IdLookup:
+    """Positions of entry ids in a column of distinct ids: a direct table when the ids are small non-negative
+    integers (as the catalog's rowids are), else a binary search."""
+
+    def __init__(self, ids: np.ndarray):
+        self._n = len(ids)
+        if self._n and ids.min() >= 0 and ids.max() <= 4 * self._n + 1_000_000:
+            self._table = np.full(int(ids.max()) + 1, -1, np.int64)
+            self._table[ids] = np.arange(self._n)
+        else:
+            self._table = None
+            self._order = np.argsort(ids, kind="stable")
+            self._sorted = ids[self._order]
+
+    def find(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(found, positions)``: which ``ids`` are in the column, and where (positions valid where found)."""
+        if not self._n:
+            return np.zeros(len(ids), bool), np.zeros(len(ids), np.int64)
+        if self._table is not None:
+            inside = (ids >= 0) & (ids < len(self._table))
+            pos = np.where(inside, self._table[np.where(inside, ids, 0)], -1)
+            return pos >= 0, np.maximum(pos, 0)
+        at = np.minimum(np.searchsorted(self._sorted, ids), self._n - 1)
+        return self._sorted[at] == ids, self._order[at]
+
+
 _INT_CHARS = re.compile(r"[0-9,-]*")  # no "+", no spaces: what SQLite writes for integers
 _SHAPE_CHARS = re.compile(r"[0-9, \n\[\]]*")
 
@@ -170,6 +196,59 @@ def parse_ints(text: str | None, count: int) -> np.ndarray | None:
     return found
 
 
+_SHAPE_BYTES = np.zeros(256, bool)
+_SHAPE_BYTES[list(b"0123456789,[]\0")] = True
+_OPEN, _CLOSE, _COMMA, _ZERO = b"[],0"
+
+
+def _shape_columns(text: str, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(ndim, dims)`` of ``n`` NUL-separated shape texts, each a JSON list of non-negative ints; None when one is
+    anything else. The common case (no empty shape) is parsed from the bytes as one array, the rest with json."""
+    try:
+        b = np.frombuffer(text.encode("ascii"), np.uint8)
+    except UnicodeEncodeError:
+        return None
+    if not len(b) or not _SHAPE_BYTES[b].all():
+        return None
+    opens, closes, seps = np.flatnonzero(b == _OPEN), np.flatnonzero(b == _CLOSE), np.flatnonzero(b == 0)
+    if len(opens) != n or len(closes) != n or len(seps) != n - 1 or opens[0] != 0 or closes[-1] != len(b) - 1:
+        return None
+    if (opens[1:] != seps + 1).any() or (closes[:-1] != seps - 1).any() or (closes <= opens).any():
+        return None  # (each piece is "[" ... "]" with no bracket inside)
+    if (closes == opens + 1).any():
+        return _shape_columns_json(text.split("\0"))  # an empty shape "[]"
+    prev, nxt = b[:-1], b[1:]
+    bad = ((prev == _OPEN) | (prev == _COMMA)) & ((nxt == _COMMA) | (nxt == _CLOSE))  # "[,", ",,", ",]"
+    bad[1:] |= ((prev[:-1] == _OPEN) | (prev[:-1] == _COMMA)) & (prev[1:] == _ZERO) & (nxt[1:] - 48 < 10)  # "01"
+    if bad.any():
+        return None  # (json.loads, which the row-by-row check uses, refuses those too)
+    ndim = np.add.reduceat((b == _COMMA).astype(np.int64), opens) + 1
+    flat = parse_ints(text.translate(_SHAPE_TO_INTS), int(ndim.sum()))
+    if flat is None:
+        return None
+    dims = np.zeros((n, int(ndim.max())), np.int64)
+    row = np.repeat(np.arange(n), ndim)
+    dims[row, np.arange(len(flat)) - np.repeat(np.cumsum(ndim) - ndim, ndim)] = flat
+    return ndim, dims
+
+
+_SHAPE_TO_INTS = str.maketrans({"[": None, "]": None, "\0": ","})
+
+
+def _shape_columns_json(texts: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    shapes = _parse_shapes(texts)
+    if not all(isinstance(x, list) and all(type(d) is int and d >= 0 for d in x) for x in shapes):
+        return None
+    ndim = np.array([len(x) for x in shapes], np.int64)
+    dims = np.zeros((len(shapes), int(ndim.max(initial=0))), np.int64)
+    try:
+        for i, x in enumerate(shapes):
+            dims[i, : len(x)] = x
+    except OverflowError:
+        return None
+    return ndim, dims
+
+
 def columns_from_texts(
     texts: tuple[int, str, str, str, str, str, str], shards: dict[int, tuple[str, int]]
 ) -> Columns | None:
@@ -185,8 +264,7 @@ def columns_from_texts(
     ids, sid, off, nb = (parse_ints(t, n) for t in rest[:4])
     dtype_text, shape_text = rest[4:]
     descr_list = dtype_text.split("\0")
-    shape_list = shape_text.split("\0")
-    if any(x is None for x in (ids, sid, off, nb)) or len(descr_list) != n or len(shape_list) != n:
+    if any(x is None for x in (ids, sid, off, nb)) or len(descr_list) != n:
         return None
     shard_ids = sorted(shards)
     if not np.isin(sid, shard_ids).all() or (off < 0).any() or (nb < 0).any():
@@ -199,25 +277,11 @@ def columns_from_texts(
         dtypes = [descr_to_dtype(d, "") for d in descrs]
     except CorruptStoreError:
         return None
-    if not _SHAPE_CHARS.fullmatch(shape_text.replace("\0", "")):
+    parsed = _shape_columns(shape_text, n)
+    if parsed is None:
         return None
-    shapes = _parse_shapes(shape_list)
-    if not all(isinstance(x, list) for x in shapes):
-        return None
-    ndims = [len(x) for x in shapes]
-    width = max(ndims)
-    try:  # (only digits, commas and brackets: each shape is a list of non-negative ints, or of lists)
-        if min(ndims) == width:
-            dims = np.array(shapes, np.int64)
-            if dims.shape != (n, width):
-                return None
-        else:
-            dims = np.zeros((n, width), np.int64)
-            for i, x in enumerate(shapes):
-                dims[i, : len(x)] = x
-    except (ValueError, TypeError, OverflowError):
-        return None
-    if width > 64 or (width and dims.max() >= _MAX_NBYTES):
+    ndims, dims = parsed
+    if dims.shape[1] > 64 or (dims.size and dims.max() >= _MAX_NBYTES):
         return None
     itemsize = np.array([d.itemsize for d in dtypes], np.int64)[codes]
     if (np.prod(dims.astype(np.float64), axis=1) * itemsize > _MAX_NBYTES).any():
@@ -234,7 +298,7 @@ def columns_from_texts(
         off,
         nb,
         codes,
-        np.array(ndims, np.int8),
+        ndims.astype(np.int8),
         dims,
         tuple(shards[x][0] for x in shard_ids),
         sizes,

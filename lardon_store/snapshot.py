@@ -22,6 +22,7 @@ reopened when the catalog file is replaced (a new inode) or the process has fork
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from sqlalchemy import Connection
 
 from .catalog import catalog_path
 from .errors import CorruptStoreError
-from .selection import parse_ints
+from .selection import IdLookup, parse_ints
 
 if TYPE_CHECKING:
     from .selection import Columns
@@ -93,21 +94,16 @@ class Snapshot:
     version: int
     columns: Columns
     keys: dict[str, KeyColumns] = field(default_factory=dict)
-    _sorted_ids: np.ndarray | None = None
-    _order: np.ndarray | None = None
+    _lookup: IdLookup | None = None
 
     def __len__(self) -> int:
         return len(self.columns.ids)
 
     def positions(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For entry ``ids``: which are in the snapshot (mask), and their positions (valid where the mask is)."""
-        if self._order is None:
-            self._order = np.argsort(self.columns.ids, kind="stable")
-            self._sorted_ids = self.columns.ids[self._order]
-        if not len(self._order):
-            return np.zeros(len(ids), bool), np.zeros(len(ids), np.int64)
-        at = np.minimum(np.searchsorted(self._sorted_ids, ids), len(self._order) - 1)
-        return self._sorted_ids[at] == ids, self._order[at]
+        if self._lookup is None:
+            self._lookup = IdLookup(self.columns.ids)
+        return self._lookup.find(ids)
 
     def load_key(self, conn: Connection, key: str, where: str) -> None:
         """Read ``key``'s ``meta_values`` rows into a KeyColumns (inside the snapshot's read transaction).
@@ -120,7 +116,7 @@ class Snapshot:
         count, id_text, code_text = raw.execute(_KEY_TYPES, (key,)).fetchone()
         ids, codes = parse_ints(id_text, count), parse_ints(code_text, count)
         if ids is None or codes is None:
-            raise self._bad_row(raw, key, where, "SELECT entry_id, type FROM meta_values WHERE key = ?")
+            raise self._bad_row(raw, key, where, "SELECT entry_id, type FROM meta_values WHERE key = ?", (str,))
         known, pos = self.positions(ids)
         if not known.all() or (codes < 0).any():
             i = int(np.flatnonzero(~known | (codes < 0))[0])
@@ -129,18 +125,12 @@ class Snapshot:
         try:
             pairs = np.fromiter(raw.execute(_KEY_NUMBERS, (key,)), _PAIR, count=int(np.isin(codes, _NUMERIC).sum()))
         except (TypeError, ValueError):
-            raise self._bad_row(raw, key, where, _KEY_NUMBERS) from None
+            raise self._bad_row(raw, key, where, _KEY_NUMBERS, (int, float)) from None
         if not np.isfinite(pairs["num"]).all():
             i = int(np.flatnonzero(~np.isfinite(pairs["num"]))[0])
             raise _corrupt(where, key, f"entry id {pairs['id'][i]} has the number {pairs['num'][i]}")
         nums[self.positions(pairs["id"])[1]] = pairs["num"]
-        count, id_text, joined = raw.execute(_KEY_STRINGS, (key,)).fetchone()
-        ids, strings = parse_ints(id_text, count), joined.split("\0") if count else []
-        if ids is None or len(strings) != count:  # a string holding NUL: read the rows one by one
-            rows = raw.execute(_KEY_STRING_ROWS, (key,)).fetchall()
-            ids, strings = np.array([r[0] for r in rows], np.int64), [r[1] for r in rows]
-            if not all(type(t) is str for t in strings):
-                raise self._bad_row(raw, key, where, _KEY_STRING_ROWS)
+        ids, strings = self._strings(raw, key, where)
         if len(strings) != (codes == STR).sum():
             raise _corrupt(where, key, "its string rows do not agree with its types")
         distinct = sorted(set(strings))
@@ -148,13 +138,34 @@ class Snapshot:
         ranks[self.positions(ids)[1]] = [index[t] for t in strings]
         self.keys[key] = KeyColumns(types, nums, ranks, distinct)
 
+    @classmethod
+    def _strings(cls, raw, key: str, where: str) -> tuple[np.ndarray, list[str]]:
+        """The ids and strings of ``key``'s 'str' rows: one text when it splits cleanly, else row by row."""
+        try:
+            count, id_text, joined = raw.execute(_KEY_STRINGS, (key,)).fetchone()
+            ids, strings = parse_ints(id_text, count), joined.split("\0") if count else []
+            if ids is not None and len(strings) == count:
+                return ids, strings
+        except sqlite3.OperationalError:  # a text that is not UTF-8
+            pass
+        ids, strings = [], []
+        for entry_id, data in raw.execute(_KEY_STRING_BYTES, (key,)):
+            try:
+                strings.append(data.decode())
+            except (AttributeError, UnicodeDecodeError):
+                what = f"entry id {entry_id} has the value {data!r:.40} where a str belongs"
+                raise _corrupt(where, key, what) from None
+            ids.append(entry_id)
+        return np.array(ids, np.int64), strings
+
     @staticmethod
-    def _bad_row(raw, key: str, where: str, sql: str) -> CorruptStoreError:
-        """The error naming the first row of ``sql`` (on ``key``) that the fast read could not take."""
-        for row in raw.execute(sql, (key,)):
-            if any(v is None or type(v) not in (int, float, str) or v != v for v in row):
-                return _corrupt(where, key, f"the row {row!r:.80} is malformed")
-        return _corrupt(where, key, "its rows do not agree with each other")
+    def _bad_row(raw, key: str, where: str, sql: str, value_type: tuple[type, ...]) -> CorruptStoreError:
+        """The error naming the first row ``(entry_id, value)`` of ``sql`` whose value is not of ``value_type``."""
+        for entry_id, value in raw.execute(sql, (key,)):
+            if type(value) not in value_type:
+                return _corrupt(where, key, f"entry id {entry_id} has the value {value!r:.40} where a "
+                                f"{' or '.join(t.__name__ for t in value_type)} belongs")  # fmt: skip
+        return _corrupt(where, key, "its rows changed while they were read")
 
 
 def _corrupt(where: str, key: str, what: str) -> CorruptStoreError:
@@ -168,7 +179,7 @@ _KEY_TYPES = f"SELECT count(*), group_concat(entry_id), group_concat({_TYPE_CASE
 _KEY_NUMBERS = "SELECT entry_id, num FROM meta_values WHERE key = ? AND type IN ('int', 'float', 'bool')"
 _STR_ROWS = "FROM meta_values WHERE key = ? AND type = 'str'"
 _KEY_STRINGS = f"SELECT count(*), group_concat(entry_id), group_concat(text, char(0)) {_STR_ROWS}"
-_KEY_STRING_ROWS = f"SELECT entry_id, text {_STR_ROWS}"
+_KEY_STRING_BYTES = f"SELECT entry_id, CAST(text AS BLOB) {_STR_ROWS}"
 _NUMERIC = (INT, FLOAT, BOOL)
 _PAIR = np.dtype([("id", np.int64), ("num", np.float64)])
 

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, func, select, text
 from . import catalog, migrate, query
 from .catalog import entries, shards
 from .errors import CorruptStoreError, IncompatibleSchemaError, LardonStoreError, StoreNotFoundError
-from .selection import Columns, Selection, build_columns, columns_from_texts
+from .selection import Columns, IdLookup, Selection, build_columns, columns_from_texts
 from .shards import ShardReader
 from .snapshot import SnapshotCache
 
@@ -32,6 +32,7 @@ _COLUMN_TEXTS = (
     "group_concat(dtype, char(0)), group_concat(shape, char(0)) FROM entries"
 )
 _IDS_IN_KEY_ORDER = "SELECT id FROM entries ORDER BY key"
+_ID = np.dtype([("id", np.int64)])
 
 
 def _check_catalog_file(root: Path) -> Path:
@@ -116,9 +117,9 @@ class Store:
             # four); a catalog that fails any check is read again row by row below, to name the row at fault.
             columns = columns_from_texts(tuple(conn.exec_driver_sql(_COLUMN_TEXTS).one()), shard_rows)
             if columns is not None:
-                in_key_order = np.array(conn.exec_driver_sql(_IDS_IN_KEY_ORDER).scalars().all(), np.int64)
-                at = np.searchsorted(columns.ids, in_key_order)  # (a rowid scan lists ids in increasing order)
-                if len(at) == len(columns.ids) and (columns.ids[np.minimum(at, len(at) - 1)] == in_key_order).all():
+                in_key_order = np.fromiter(conn.connection.driver_connection.execute(_IDS_IN_KEY_ORDER), _ID)["id"]
+                found, at = IdLookup(columns.ids).find(in_key_order)
+                if len(at) == len(columns.ids) and found.all():
                     return columns.take(at)
         query = select(*_ENTRY_COLUMNS)
         if condition is not None:
@@ -146,7 +147,7 @@ class Store:
     def all(self) -> Selection:
         """The Selection of every entry, in key order (loaded once, then cached; see ``refresh``)."""
         if self._all is None:
-            self._all = self.select()
+            self._all = Selection(self, self._snapshots.get(set()).columns)
         return self._all
 
     def refresh(self) -> Store:
