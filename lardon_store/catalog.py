@@ -133,12 +133,3 @@ def make_engine(root: str | os.PathLike, readonly: bool) -> Engine:
     event.listen(engine, "connect", _on_connect(readonly))
     event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
     return engine
-
-
-def read_application_id(path: Path) -> int:
-    """The SQLite header's application_id of ``path`` (bytes 68-71), read without opening a database connection."""
-    with open(path, "rb") as f:
-        header = f.read(100)
-    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
-        return -1
-    return int.from_bytes(header[68:72], "big")

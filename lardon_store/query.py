@@ -719,7 +719,7 @@ def store_where(store: Store, conditions: Iterable[Expr | str], equals: Mapping[
     from .selection import Selection  # selection.py imports this module
 
     expr = combine(conditions, equals)
-    snap = store._snapshots.get(expr.keys())
+    snap = store._snapshots.get(store, expr.keys())
     selection = Selection(store, snap.columns.take(np.flatnonzero(expr.mask(snap))))
     selection._condition = expr.sql()
     return selection
@@ -728,7 +728,7 @@ def store_where(store: Store, conditions: Iterable[Expr | str], equals: Mapping[
 def refine(sel: Selection, conditions: Iterable[Expr | str], equals: Mapping[str, Any]) -> Selection:
     """The entries of ``sel`` that match, in ``sel``'s order: always a subset of ``sel``."""
     expr = combine(conditions, equals)
-    snap = sel.store._snapshots.get(expr.keys())
+    snap = sel.store._snapshots.get(sel.store, expr.keys())
     result = sel.take(np.flatnonzero(np.isin(sel.ids, snap.columns.ids[expr.mask(snap)])))
     known = getattr(sel, "_condition", None)
     result._condition = expr.sql() if known is None else and_(known, expr.sql())

@@ -187,35 +187,34 @@ _PAIR = np.dtype([("id", np.int64), ("num", np.float64)])
 class SnapshotCache:
     """A store's query snapshot in this process, with the connection that checks it is current."""
 
-    def __init__(self, store: Store):
-        self._store = store
+    def __init__(self):
         self._pid = -1
         self._lock = threading.Lock()
         self._conn: Connection | None = None
         self._file_id: tuple[int, int] | None = None
         self._snapshot: Snapshot | None = None
 
-    def get(self, keys: set[str]) -> Snapshot:
-        """The snapshot of the catalog as it is now, with ``keys`` loaded."""
+    def get(self, store: Store, keys: set[str]) -> Snapshot:
+        """The snapshot of ``store``'s catalog as it is now, with ``keys`` loaded."""
         if self._pid != os.getpid():
             # After fork the parent's connection and lock are not ours: start over (never close theirs).
             self._pid, self._lock, self._conn, self._snapshot = os.getpid(), threading.Lock(), None, None
         with self._lock:
-            stat = os.stat(catalog_path(self._store.root))
+            stat = os.stat(catalog_path(store.root))
             file_id = (stat.st_dev, stat.st_ino)
             if self._conn is None or file_id != self._file_id:
                 if self._conn is not None:
                     self._conn.close()
-                self._conn, self._file_id, self._snapshot = self._store.engine.connect(), file_id, None
+                self._conn, self._file_id, self._snapshot = store.engine.connect(), file_id, None
             conn = self._conn
             with conn.begin():
                 # Read inside the transaction, data_version names the very catalog state this transaction reads.
                 version = conn.exec_driver_sql("PRAGMA data_version").scalar()
                 snap = self._snapshot
                 if snap is None or snap.version != version:
-                    snap = self._snapshot = Snapshot(version, self._store._load_columns(conn))
+                    snap = self._snapshot = Snapshot(version, store._load_columns(conn))
                 for key in sorted(keys - snap.keys.keys()):
-                    snap.load_key(conn, key, str(self._store.root))
+                    snap.load_key(conn, key, str(store.root))
             return snap
 
     def close(self) -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy.exc import DatabaseError
 
 from . import catalog, migrate, query
 from .catalog import entries, shards
@@ -46,10 +48,18 @@ def _check_catalog_file(root: Path) -> Path:
         raise StoreNotFoundError(
             f"{path}: the catalog is empty: the first compile into this store was interrupted; run it again."
         )
-    app_id = catalog.read_application_id(path)
+    return path
+
+
+def _check_application_id(conn: Connection, path: Path) -> None:
+    # Read through SQLite, never with open(): closing any descriptor of the catalog would drop the locks that this
+    # process's SQLite connections hold on it (POSIX locks are per process), letting a writer reset the WAL under them.
+    try:
+        app_id = conn.exec_driver_sql("PRAGMA application_id").scalar()
+    except DatabaseError as exc:
+        raise IncompatibleSchemaError(f"{path}: this file is not a lardon_store catalog ({exc.orig}).") from None
     if app_id not in (catalog.APPLICATION_ID, 0):
         raise IncompatibleSchemaError(f"{path}: this file is not a lardon_store catalog (application_id {app_id}).")
-    return path
 
 
 class Store:
@@ -66,7 +76,8 @@ class Store:
         self._engine_pid = -1
         self._reader = ShardReader(self.root)
         self._all: Selection | None = None
-        self._snapshots = SnapshotCache(self)
+        self._snapshots = SnapshotCache()
+        weakref.finalize(self, self._snapshots.close)  # (close its connection once this store is gone)
         self.last_compile = None
         where = str(self.root)
         if _create and not catalog.catalog_path(self.root).exists():
@@ -76,6 +87,7 @@ class Store:
         probe = catalog.make_engine(self.root, readonly=True)
         try:
             with probe.connect() as conn:
+                _check_application_id(conn, catalog.catalog_path(self.root))
                 current = migrate.check_revision(conn, where, readonly)
         finally:
             probe.dispose()
@@ -147,7 +159,7 @@ class Store:
     def all(self) -> Selection:
         """The Selection of every entry, in key order (loaded once, then cached; see ``refresh``)."""
         if self._all is None:
-            self._all = Selection(self, self._snapshots.get(set()).columns)
+            self._all = Selection(self, self._snapshots.get(self, set()).columns)
         return self._all
 
     def refresh(self) -> Store:

@@ -185,7 +185,6 @@ def test_read_only_open_of_a_catalog_downgraded_to_base_says_to_migrate(store_pa
 
 def test_sqlite_settings(store_path):
     path = store_path / catalog.CATALOG_NAME
-    assert catalog.read_application_id(path) == catalog.APPLICATION_ID
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA application_id").fetchone()[0] == catalog.APPLICATION_ID

@@ -162,7 +162,6 @@ def test_all_reuses_the_snapshot_columns(built, monkeypatch):
 )
 def test_a_damaged_metadata_index_row_is_refused_with_its_key(built, damage, key):
     _, root = built
-    before = (root / "catalog.sqlite").read_bytes()
     with sqlite3.connect(root / "catalog.sqlite") as conn:
         conn.execute("PRAGMA foreign_keys = OFF")
         assert conn.execute(damage).rowcount == 1
@@ -171,7 +170,6 @@ def test_a_damaged_metadata_index_row_is_refused_with_its_key(built, damage, key
     with pytest.raises(ls.CorruptStoreError, match=f"key '{key}'.*lardon-store verify"):
         store.where(meta[key].exists())
     assert len(store.where(meta.n.exists() if key != "n" else meta.parity.exists())) == 20  # other keys still work
-    assert before != (root / "catalog.sqlite").read_bytes()  # (the damage is there, and reading did not repair it)
 
 
 def test_string_order_is_sqlite_order(tmp_path):
