@@ -108,7 +108,7 @@ class Snapshot:
     def load_key(self, conn: Connection, key: str, where: str) -> None:
         """Read ``key``'s ``meta_values`` rows into a KeyColumns (inside the snapshot's read transaction).
 
-        Ids, type codes and strings come as one text each; numbers as (id, number) pairs, which keep every bit.
+        Ids, type codes, whole numbers and strings come as one text each; other numbers as (id, number) pairs.
         """
         raw = conn.connection.driver_connection
         n = len(self)
@@ -122,20 +122,27 @@ class Snapshot:
             i = int(np.flatnonzero(~known | (codes < 0))[0])
             raise _corrupt(where, key, f"entry id {ids[i]} has an unknown type or no entry")
         types[pos] = codes
+        count, id_text, int_text = raw.execute(_KEY_INTEGERS, (key,)).fetchone()
+        int_ids, ints = parse_ints(id_text, count), parse_ints(int_text, count)
+        if int_ids is None or ints is None:
+            raise _corrupt(where, key, "its whole numbers do not read back")
         try:
-            pairs = np.fromiter(raw.execute(_KEY_NUMBERS, (key,)), _PAIR, count=int(np.isin(codes, _NUMERIC).sum()))
+            others = int(np.isin(codes, _NUMERIC).sum()) - count
+            pairs = np.fromiter(raw.execute(_KEY_OTHER_NUMBERS, (key,)), _PAIR, count=others)
         except (TypeError, ValueError):
-            raise self._bad_row(raw, key, where, _KEY_NUMBERS, (int, float)) from None
+            raise self._bad_row(raw, key, where, _KEY_OTHER_NUMBERS, (int, float)) from None
         if not np.isfinite(pairs["num"]).all():
             i = int(np.flatnonzero(~np.isfinite(pairs["num"]))[0])
             raise _corrupt(where, key, f"entry id {pairs['id'][i]} has the number {pairs['num'][i]}")
-        nums[self.positions(pairs["id"])[1]] = pairs["num"]
+        for found, values in ((int_ids, ints), (pairs["id"], pairs["num"])):
+            nums[self.positions(found)[1]] = values
         ids, strings = self._strings(raw, key, where)
-        if len(strings) != (codes == STR).sum():
+        known, pos = self.positions(ids)
+        if len(strings) != (codes == STR).sum() or not (known.all() and (types[pos] == STR).all()):
             raise _corrupt(where, key, "its string rows do not agree with its types")
         distinct = sorted(set(strings))
         index = {t: r for r, t in enumerate(distinct)}
-        ranks[self.positions(ids)[1]] = [index[t] for t in strings]
+        ranks[pos] = [index[t] for t in strings]
         self.keys[key] = KeyColumns(types, nums, ranks, distinct)
 
     @classmethod
@@ -175,9 +182,19 @@ def _corrupt(where: str, key: str, what: str) -> CorruptStoreError:
 
 
 _TYPE_CASE = "CASE type " + " ".join(f"WHEN '{t}' THEN {c}" for t, c in TYPE_CODES.items()) + " ELSE -1 END"
+# Whole numbers below 2**53 (every int and bool, in practice) read exactly as integer text; the rest as (id, num).
+_INTEGRAL = "type IN ('int', 'bool') AND num = CAST(num AS INTEGER) AND abs(num) < 9007199254740992"
 _KEY_TYPES = f"SELECT count(*), group_concat(entry_id), group_concat({_TYPE_CASE}) FROM meta_values WHERE key = ?"
-_KEY_NUMBERS = "SELECT entry_id, num FROM meta_values WHERE key = ? AND type IN ('int', 'float', 'bool')"
-_STR_ROWS = "FROM meta_values WHERE key = ? AND type = 'str'"
+_KEY_INTEGERS = (
+    "SELECT count(*), group_concat(entry_id), group_concat(CAST(num AS INTEGER)) FROM meta_values "
+    f"WHERE key = ? AND {_INTEGRAL}"
+)
+_KEY_OTHER_NUMBERS = (
+    "SELECT entry_id, num FROM meta_values WHERE key = ? AND type IN ('int', 'float', 'bool') "
+    f"AND NOT coalesce({_INTEGRAL}, 0)"
+)
+# Only 'str' rows hold a text: reading them by `text IS NOT NULL` uses the covering (key, text, entry_id) index.
+_STR_ROWS = "FROM meta_values WHERE key = ? AND text IS NOT NULL"
 _KEY_STRINGS = f"SELECT count(*), group_concat(entry_id), group_concat(text, char(0)) {_STR_ROWS}"
 _KEY_STRING_BYTES = f"SELECT entry_id, CAST(text AS BLOB) {_STR_ROWS}"
 _NUMERIC = (INT, FLOAT, BOOL)

@@ -108,6 +108,12 @@ ENTRY_CASES = {
     "nbytes_mismatch": "nbytes = nbytes - 8",
     "negative_nbytes": "nbytes = -96",
     "unknown_shard": "shard_id = 999",
+    # The whole-column read of every entry must refuse what the row-by-row check refuses.
+    "leading_zero_dimension": "shape = '[04, 6]'",
+    "real_offset": '"offset" = "offset" + 0.5',
+    "nul_in_dtype": "dtype = '<i4' || char(0)",
+    "nul_in_shape": "shape = '[4,6]' || char(0) || '[1]'",
+    "huge_offset_text": "\"offset\" = '99999999999999999999'",
 }
 
 

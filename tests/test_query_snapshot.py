@@ -191,3 +191,21 @@ def test_string_order_is_sqlite_order(tmp_path):
     e = meta.w.between("a", "é")
     assert store.where(e).keys == [f"w{i:02d}" for i, w in enumerate(words) if "a" <= w <= "é"]
     assert store.where(meta.w.isin(["a\x00b", "zz", "B"])).keys == ["w02", "w04"]
+
+
+def test_numbers_beyond_2_53_and_at_the_float_limits_compare_as_the_sql_form_does(tmp_path):
+    """Whole numbers are read as integer text, others as floats: both must keep every bit the index holds."""
+    values = [2**60, -(2**60), 2**53 + 1, 2**53, 5e-324, -0.0, 0.0, 1e300, -1e300, 0.1, 1 / 3, True, False, 7, 7.0]
+
+    def numbered(path):
+        x = np.load(path)
+        return x, {"v": values[int(x[0])]}
+
+    src = write_sources(tmp_path / "src", {f"v{i:02d}": np.full(1, i, np.int16) for i in range(len(values))})
+    store = ls.compile(src, tmp_path / "store", callback=numbered, valid_exts=[".npy"])
+    for probe in [2**60, 2**53, 5e-324, 0, 0.1, 1 / 3, 1e300, True, 7]:
+        for op in ["==", "!=", "<", "<=", ">", ">="]:
+            e = Compare("v", op, probe)
+            assert store.where(e).keys == store.select(e.sql()).keys, (op, probe)
+    assert store.where(meta.v.isin([7, 0.1, True])).keys == ["v09", "v11", "v13", "v14"]
+    assert store.where(meta.v == 5e-324).keys == ["v04"]
