@@ -2,11 +2,16 @@
 
 ``meta.pitch > 60`` builds a small immutable, hashable expression; ``&``, ``|`` and ``~`` combine them;
 ``parse("pitch > 60 and split in ['train', 'valid']")`` builds the same objects from text with :mod:`ast` (never
-``eval``). Each leaf compiles to ``entries.id IN (SELECT entry_id FROM meta_values WHERE key = ? AND ...)`` with
-bound parameters, so SQLite answers it from the covering ``(key, num, type, entry_id)``, ``(key, text, entry_id)`` or
-the ``(key, type)`` index. Inside an AND, selective conditions (equality, two-sided range) on different keys become
-an ``INTERSECT`` of per-key id subqueries (``where()`` reads those id lists and intersects them in numpy);
-one-sided ones are checked with correlated ``EXISTS`` on the ``(entry_id, key)`` primary key.
+``eval``). Each expression has two executors, which the tests hold to the same oracle:
+
+- ``mask(snapshot)``, used by ``Store.where`` and ``Selection.where``: boolean numpy masks over the query snapshot's
+  per-key arrays (see ``snapshot.py``).
+- ``sql()``: one SQLAlchemy condition with bound parameters. Each leaf is ``entries.id IN (SELECT entry_id FROM
+  meta_values WHERE key = ? AND ...)``, answered from the covering ``(key, num, type, entry_id)``, ``(key, text,
+  entry_id)`` or the ``(key, type)`` index. Inside an AND, selective conditions (equality, two-sided range) on
+  different keys become an ``INTERSECT`` of per-key id subqueries; one-sided ones are checked with correlated
+  ``EXISTS`` on the ``(entry_id, key)`` primary key. ``Store.select``, ``explain`` and the selection helpers that
+  read ``meta_values`` use it.
 
 Semantics (the same as :func:`matches`, the Python oracle the tests compare with):
 

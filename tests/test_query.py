@@ -232,6 +232,20 @@ def test_equality_and_range_filters_use_an_index(template, tmp_path):
         assert not any(p.startswith("SCAN meta_values") for p in plan), (e, plan)
 
 
+def test_the_snapshot_reads_each_key_from_a_covering_index(template, tmp_path):
+    """where() evaluates on numpy columns loaded per key: those loads must search an index, never scan."""
+    from lardon_store import snapshot
+
+    s = make(template, tmp_path, [{"pitch": i % 100, "inst": f"i{i % 7}"} for i in range(300)])
+    conn = sqlite3.connect(s.root / CATALOG_NAME)
+    try:
+        for sql in (snapshot._KEY_TYPES, snapshot._KEY_INTEGERS, snapshot._KEY_OTHER_NUMBERS, snapshot._KEY_STRINGS):
+            plan = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, ("pitch",))]
+            assert len(plan) == 1 and plan[0].startswith("SEARCH meta_values USING COVERING INDEX"), (sql, plan)
+    finally:
+        conn.close()
+
+
 INJECTIONS = [
     "x'; DROP TABLE entries; --",
     'x"; DROP TABLE meta_values; --',
