@@ -214,7 +214,8 @@ class SnapshotCache:
     def get(self, store: Store, keys: set[str]) -> Snapshot:
         """The snapshot of ``store``'s catalog as it is now, with ``keys`` loaded."""
         if self._pid != os.getpid():
-            # After fork the parent's connection and lock are not ours: start over (never close theirs).
+            # After fork the parent's connection and lock are not ours: start over, and never close theirs.
+            _abandon(self._conn)
             self._pid, self._lock, self._conn, self._snapshot = os.getpid(), threading.Lock(), None, None
         with self._lock:
             stat = os.stat(catalog_path(store.root))
@@ -236,7 +237,21 @@ class SnapshotCache:
 
     def close(self) -> None:
         """Drop the snapshot and close the connection (a no-op in a forked child)."""
+        if self._pid != os.getpid():
+            _abandon(self._conn)
+            self._conn, self._snapshot = None, None
+            return
         with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
+            if self._conn is not None:
                 self._conn.close()
             self._conn, self._snapshot = None, None
+
+
+# Connections inherited through fork: kept referenced so that the child never closes them (closing runs SQLite's
+# WAL clean-up on a connection that belongs to the parent).
+_INHERITED: list[Connection] = []
+
+
+def _abandon(conn: Connection | None) -> None:
+    if conn is not None:
+        _INHERITED.append(conn)
