@@ -43,7 +43,7 @@ from sqlalchemy import ColumnElement, and_, false, func, intersect, literal, not
 
 from .catalog import entries, meta_values
 from .errors import QueryError
-from .snapshot import BOOL, MISSING, NULL, Snapshot
+from .snapshot import BOOL, FLOAT, INT, MISSING, NULL, STR, TYPE_CODES, Snapshot
 
 if TYPE_CHECKING:
     from .selection import Selection
@@ -740,31 +740,32 @@ def refine(sel: Selection, conditions: Iterable[Expr | str], equals: Mapping[str
     return result
 
 
-def _scope(sel: Selection) -> ColumnElement:
-    known = getattr(sel, "_condition", None)
-    return meta_values.c.entry_id.in_(select(entries.c.id).where(known)) if known is not None else true()
+def _key_values(sel: Selection, keys: Iterable[str]) -> tuple[Snapshot, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """For each key, the type code and snapshot position of its value at each entry of ``sel`` (MISSING for an
+    entry removed since ``sel`` was made)."""
+    keys = [check_key(k) for k in keys]
+    store = sel.store
+    snap = store._snapshots.get(store, set(keys))
+    found, pos = snap.positions(sel.ids)
+    return snap, {k: (np.where(found, snap.keys[k].type[pos], MISSING), pos) for k in keys}
 
 
-def _positions(sel: Selection, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For catalog ``ids``: which are in ``sel`` (mask) and at which position (valid where mask)."""
-    if len(sel) == 0:
-        return np.zeros(len(ids), bool), np.zeros(len(ids), np.int64)
-    order = np.argsort(sel.ids, kind="stable")
-    sorted_ids = sel.ids[order]
-    at = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
-    return sorted_ids[at] == ids, order[at]
+def _scalar(code: int, num: float, rank: int, texts: list[str]) -> Any:
+    """The Python value of a snapshot cell (None for null and for no value)."""
+    if code == STR:
+        return texts[rank]
+    if code == INT:
+        return int(num)
+    if code == FLOAT:
+        return num
+    if code == BOOL:
+        return bool(num)
+    return None
 
 
 def _value(type_: str, num: float | None, text: str | None) -> Any:
-    if type_ == "str":
-        return text
-    if type_ == "int":
-        return int(num)
-    if type_ == "float":
-        return float(num)
-    if type_ == "bool":
-        return bool(num)
-    return None
+    """The Python value of a ``meta_values`` row."""
+    return _scalar(TYPE_CODES.get(type_, NULL), num if num is not None else 0.0, 0, [text])
 
 
 def _narrow(values: list[Any], present: np.ndarray) -> np.ndarray:
@@ -787,72 +788,48 @@ def metadata_columns(sel: Selection, keys: Iterable[str]) -> dict[str, np.ndarra
     """One numpy array per key over ``sel``'s entries: int64, float64, bool or str when every entry holds a value of
     that type (ints and floats together give float64), else an object array with None where the key is missing.
     Lists and dicts are returned whole (parsed from the entry's JSON)."""
-    keys = [check_key(k) for k in keys]
-    n = len(sel)
+    snap, found = _key_values(sel, keys)
     out: dict[str, np.ndarray] = {}
-    with sel.store.engine.connect() as conn:
-        for key in keys:
-            rows = conn.execute(
-                select(meta_values.c.entry_id, meta_values.c.type, meta_values.c.num, meta_values.c.text).where(
-                    meta_values.c.key == key, _scope(sel)
-                )
-            ).all()
-            known = getattr(sel, "_condition", None)
+    for key, (types, pos) in found.items():
+        c = snap.keys[key]
+        values = [
+            _scalar(t, x, r, c.texts) for t, x, r in zip(types.tolist(), c.num[pos].tolist(), c.rank[pos].tolist())
+        ]
+        present = types != MISSING
+        # Lists and dicts are only in the JSON: look for them among the entries without a scalar value.
+        absent = np.flatnonzero(~present)
+        if len(absent):
             path = f"$.{key}"
-            complex_rows = conn.execute(
-                select(entries.c.id, func.json_extract(entries.c.metadata, path)).where(
-                    func.json_type(entries.c.metadata, path).in_(["array", "object"]),
-                    known if known is not None else true(),
+            ids = func.json_each(json.dumps(sel.ids[absent].tolist())).table_valued("value")
+            with sel.store.engine.connect() as conn:
+                rows = dict(
+                    conn.execute(
+                        select(entries.c.id, func.json_extract(entries.c.metadata, path)).where(
+                            entries.c.id.in_(select(ids.c.value)),
+                            func.json_type(entries.c.metadata, path).in_(["array", "object"]),
+                        )
+                    ).all()
                 )
-            ).all()
-            values: list[Any] = [None] * n
-            present = np.zeros(n, bool)
-            if rows:
-                ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-                hit, pos = _positions(sel, ids)
-                for row, h, p in zip(rows, hit.tolist(), pos.tolist()):
-                    if h:
-                        values[p] = _value(row[1], row[2], row[3])
-                        present[p] = True
-            if complex_rows:
-                ids = np.fromiter((r[0] for r in complex_rows), np.int64, len(complex_rows))
-                hit, pos = _positions(sel, ids)
-                for row, h, p in zip(complex_rows, hit.tolist(), pos.tolist()):
-                    if h:
-                        values[p] = json.loads(row[1])
-                        present[p] = True
-            out[key] = _narrow(values, present)
+            for i, eid in zip(absent.tolist(), sel.ids[absent].tolist()):
+                if eid in rows:
+                    values[i], present[i] = json.loads(rows[eid]), True
+        out[key] = _narrow(values, present)
     return out
 
 
-_TYPE_RANK = {"int": 0, "float": 0, "bool": 1, "str": 2, "null": 3}
+_GROUP = np.array([4, 0, 0, 1, 2, 3], np.int8)  # by type code: numbers, then bools, strings, nulls, no value
 
 
 def order_selection(sel: Selection, key: str, descending: bool = False) -> Selection:
     """``sel`` sorted by the value of ``key``: numbers, then bools, then strings, then nulls, then entries without a
     scalar value; ties keep ``sel``'s order. ``descending`` reverses the values, not the group order."""
-    key = check_key(key)
-    n = len(sel)
-    with sel.store.engine.connect() as conn:
-        rows = conn.execute(
-            select(meta_values.c.entry_id, meta_values.c.type, meta_values.c.num, meta_values.c.text).where(
-                meta_values.c.key == key, _scope(sel)
-            )
-        ).all()
-    group = np.full(n, 4, np.int8)
-    num = np.zeros(n, np.float64)
-    texts = np.full(n, "", object)
-    if rows:
-        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-        hit, pos = _positions(sel, ids)
-        for (_, t, v, s), h, p in zip(rows, hit.tolist(), pos.tolist()):
-            if h:
-                group[p] = _TYPE_RANK[t]
-                num[p] = v if v is not None else 0.0
-                texts[p] = s if s is not None else ""
-    _, text_rank = np.unique(texts.astype(str), return_inverse=True) if n else (None, np.zeros(0, np.int64))
+    snap, found = _key_values(sel, [key])
+    types, pos = found[key]
+    c = snap.keys[key]
+    num = np.where((types > MISSING) & (types <= BOOL), c.num[pos], 0.0)
+    rank = np.where(types == STR, c.rank[pos], 0)
     sign = -1 if descending else 1
-    order = np.lexsort((np.arange(n), sign * text_rank.reshape(-1), sign * num, group))
+    order = np.lexsort((np.arange(len(sel)), sign * rank, sign * num, _GROUP[types]))
     result = sel.take(order)
     result._condition = getattr(sel, "_condition", None)
     return result
