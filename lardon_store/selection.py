@@ -271,8 +271,11 @@ def columns_from_texts(
         return None
     if (off >= _MAX_NBYTES).any() or (nb >= _MAX_NBYTES).any():
         return None
-    descrs: dict[str, int] = {}
-    codes = np.array([descrs.setdefault(d, len(descrs)) for d in descr_list], np.int16)
+    descrs: list[str] = sorted(set(descr_list))  # (a store rarely holds more than a few dtypes)
+    if len(descrs) == 1:
+        codes = np.zeros(n, np.int16)
+    else:
+        codes = np.searchsorted(np.array(descrs), np.array(descr_list)).astype(np.int16)
     try:
         dtypes = [descr_to_dtype(d, "") for d in descrs]
     except CorruptStoreError:
