@@ -4,7 +4,7 @@ A SQLite index answers one key's condition with an id list, but intersecting lis
 each matching entry row costs microseconds per entry in SQLite and Python: about 90 ms for 10,000 matches out of a
 million. The snapshot holds instead, per process and per store:
 
-- the validated columns of every entry, in key order (the Selection of ``store.select()``);
+- the validated columns of every entry, in key order (also the Selection of ``store.all()``);
 - for each key a query has named, one value per entry position: its type code (0 when the entry has no scalar value
   for the key), its number (ints, floats, and bools as 0/1) and the rank of its string among the key's distinct
   strings, sorted by code point (SQLite's BINARY order on UTF-8).
@@ -12,7 +12,7 @@ million. The snapshot holds instead, per process and per store:
 A query is then a few boolean masks over those arrays (see ``Expr.mask`` in ``query.py``), and its Selection a
 ``take`` of the entry columns.
 
-Freshness: the snapshot is read on one persistent, read-only-in-use connection per process, inside one read
+Freshness: the snapshot is read on one persistent connection per process (used only to read), inside one read
 transaction, and tagged with that connection's ``PRAGMA data_version``. SQLite changes that number whenever another
 connection (any writer, any process) has committed. Each query first reads it, again in a read transaction, and
 reloads everything when it differs, so a query never sees a catalog older than its own start. The connection is also

@@ -163,7 +163,8 @@ class Store:
         return self._all
 
     def refresh(self) -> Store:
-        """Forget the cached selection of all entries, so the next use sees the catalog as it is now."""
+        """Forget the cached selection of all entries (and free the query snapshot), so the next use sees the
+        catalog as it is now. Queries need no refresh: each one checks that its snapshot is current."""
         self._all = None
         self._snapshots.close()
         return self
