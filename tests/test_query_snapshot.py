@@ -6,16 +6,23 @@ from __future__ import annotations
 import multiprocessing
 import shutil
 import sqlite3
+import tempfile
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import write_sources
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from query_stores import empty_store, fill_store
+from test_query import KEYS, exprs, metadata_values, oracle
 
 import lardon_store as ls
 from lardon_store import meta
-from lardon_store.query import Compare
+from lardon_store.compiler import CatalogWriter, store_lock
+from lardon_store.query import Compare, Exists, Or
 from lardon_store.store import Store, open_store
 
 
@@ -209,3 +216,63 @@ def test_numbers_beyond_2_53_and_at_the_float_limits_compare_as_the_sql_form_doe
             assert store.where(e).keys == store.select(e.sql()).keys, (op, probe)
     assert store.where(meta.v.isin([7, 0.1, True])).keys == ["v09", "v11", "v13", "v14"]
     assert store.where(meta.v == 5e-324).keys == ["v04"]
+
+
+class StoreUnderChange(RuleBasedStateMachine):
+    """One store open for reading while entries are added (by the compiler's writer) and deleted (by plain SQL in
+    another connection): every query must answer from the catalog as it is at that moment."""
+
+    def __init__(self):
+        super().__init__()
+        self.tmp = Path(tempfile.mkdtemp(prefix="lardon-machine-"))
+        self.root = fill_store(empty_store(self.tmp / "template"), self.tmp / "store", []).root
+        self.store = open_store(self.root)
+        self.model: dict[str, dict] = {}
+        self.added = 0
+
+    @rule(mds=st.lists(st.dictionaries(st.sampled_from(KEYS), metadata_values), min_size=1, max_size=6))
+    def add(self, mds):
+        with store_lock(self.root):
+            store = Store(self.root, readonly=False)
+            writer = CatalogWriter(store, 1 << 20)
+            try:
+                for md in mds:
+                    key = f"e{self.added:04d}"
+                    writer.add(None, [(key, np.full(2, self.added, np.int16), md)])
+                    self.model[key] = md
+                    self.added += 1
+                writer.commit()
+            finally:
+                writer.close()
+
+    @rule(data=st.data())
+    def delete(self, data):
+        if not self.model:
+            return
+        gone = data.draw(st.lists(st.sampled_from(sorted(self.model)), min_size=1, max_size=3, unique=True))
+        conn = sqlite3.connect(self.root / "catalog.sqlite")
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            with conn:
+                conn.executemany("DELETE FROM entries WHERE key = ?", [(k,) for k in gone])
+        finally:
+            conn.close()
+        for k in gone:
+            del self.model[k]
+
+    @rule(e=exprs)
+    def query(self, e):
+        expected = sorted(k for k, md in self.model.items() if oracle(e, md))
+        assert self.store.where(e).keys == expected, str(e)
+
+    @invariant()
+    def everything_is_found(self):
+        assert self.store.where(Or((Exists("a"), ~Exists("a")))).keys == sorted(self.model)
+
+    def teardown(self):
+        self.store.refresh()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+StoreUnderChange.TestCase.settings = settings(max_examples=30, stateful_step_count=12, deadline=None)
+test_a_store_under_change = StoreUnderChange.TestCase
