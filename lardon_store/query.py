@@ -725,19 +725,14 @@ def store_where(store: Store, conditions: Iterable[Expr | str], equals: Mapping[
 
     expr = combine(conditions, equals)
     snap = store._snapshots.get(store, expr.keys())
-    selection = Selection(store, snap.columns.take(np.flatnonzero(expr.mask(snap))))
-    selection._condition = expr.sql()
-    return selection
+    return Selection(store, snap.columns.take(np.flatnonzero(expr.mask(snap))))
 
 
 def refine(sel: Selection, conditions: Iterable[Expr | str], equals: Mapping[str, Any]) -> Selection:
     """The entries of ``sel`` that match, in ``sel``'s order: always a subset of ``sel``."""
     expr = combine(conditions, equals)
     snap = sel.store._snapshots.get(sel.store, expr.keys())
-    result = sel.take(np.flatnonzero(np.isin(sel.ids, snap.columns.ids[expr.mask(snap)])))
-    known = getattr(sel, "_condition", None)
-    result._condition = expr.sql() if known is None else and_(known, expr.sql())
-    return result
+    return sel.take(np.flatnonzero(np.isin(sel.ids, snap.columns.ids[expr.mask(snap)])))
 
 
 def _key_values(sel: Selection, keys: Iterable[str]) -> tuple[Snapshot, dict[str, tuple[np.ndarray, np.ndarray]]]:
@@ -830,9 +825,7 @@ def order_selection(sel: Selection, key: str, descending: bool = False) -> Selec
     rank = np.where(types == STR, c.rank[pos], 0)
     sign = -1 if descending else 1
     order = np.lexsort((np.arange(len(sel)), sign * rank, sign * num, _GROUP[types]))
-    result = sel.take(order)
-    result._condition = getattr(sel, "_condition", None)
-    return result
+    return sel.take(order)
 
 
 def metadata_keys(store: Store) -> dict[str, dict[str, int]]:

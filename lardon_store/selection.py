@@ -321,8 +321,6 @@ class Selection:
     to each item before batching.
     """
 
-    _condition = None  # an SQL condition every entry satisfies (set by Store.select), or None
-
     def __init__(
         self,
         store: Store,
@@ -405,9 +403,7 @@ class Selection:
         return self._derive(self._columns.take(np.atleast_1d(positions)))
 
     def _derive(self, columns: Columns) -> Selection:
-        derived = Selection(self._store, columns, **self._options())
-        derived._condition = self._condition
-        return derived
+        return Selection(self._store, columns, **self._options())
 
     def _options(self) -> dict[str, Any]:
         """The reading options a derived selection keeps."""
@@ -594,7 +590,6 @@ class Selection:
     def __getstate__(self) -> dict[str, Any]:
         state = {k: v for k, v in self.__dict__.items() if k != "_rng_state"}
         state["_rng_state"] = None
-        state.pop("_condition", None)  # SQL clauses do not survive pickling; refining falls back to ids
         return state
 
 

@@ -117,9 +117,7 @@ class Store:
         """The Selection of the entries matching an SQLAlchemy ``condition`` on ``entries`` (all when None)."""
         with self.engine.connect() as conn:
             columns = self._load_columns(conn, condition, order_by=order_by, limit=limit)
-        selection = Selection(self, columns, **options)
-        selection._condition = condition
-        return selection
+        return Selection(self, columns, **options)
 
     def _load_columns(self, conn: Connection, condition=None, *, order_by=None, limit: int | None = None) -> Columns:
         """The validated columns of the matching entries, read on ``conn`` (in key order unless ``order_by``)."""
