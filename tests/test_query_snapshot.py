@@ -218,6 +218,23 @@ def test_numbers_beyond_2_53_and_at_the_float_limits_compare_as_the_sql_form_doe
     assert store.where(meta.v == 5e-324).keys == ["v04"]
 
 
+def test_refining_an_older_selection_drops_the_entries_removed_since(built):
+    src, root = built
+    store = open_store(root)
+    evens = store.where(parity="even").order_by("n", descending=True)
+    at = evens.keys.index("f004")
+    (src / "f004.npy").unlink()
+    (src / "f010.npy").unlink()
+    ls.compile(src, root, callback=tagged, valid_exts=[".npy"])
+    assert evens.where(meta.n < 12).keys == ["f008", "f006", "f002", "f000"]  # still in evens' order
+    assert evens.where(meta.n < 12).metadata_columns(["n"])["n"].tolist() == [8, 6, 2, 0]
+    # The old selection still reads the removed entry's bytes (shards are never rewritten in place; gc would free
+    # them) but can no longer name it.
+    np.testing.assert_array_equal(evens[at], np.full(3, 4, np.int32))
+    with pytest.raises(ls.LardonStoreError, match="removed since this selection was made"):
+        _ = evens.keys
+
+
 class StoreUnderChange(RuleBasedStateMachine):
     """One store open for reading while entries are added (by the compiler's writer) and deleted (by plain SQL in
     another connection): every query must answer from the catalog as it is at that moment."""
