@@ -98,18 +98,20 @@ def format_info(info: dict) -> str:
 
 @command("ls", "list a store's entries, optionally filtered by a metadata query")
 def cmd_ls(args: argparse.Namespace) -> int:
-    """List entries (key, shape, dtype, metadata). Python twin: lardon_store.open(path).where(query).limit(n).
+    """List entries (key, shape, dtype, metadata). Python twin:
+    lardon_store.open(path).select(lardon_store.query.parse(query).sql(), limit=n).
+
+    A single query in a process of its own is answered by SQLite from the metadata indexes: loading the query
+    snapshot that where() uses would cost more than it saves.
 
     Example:
         lardon-store ls store/ --where "instrument == 'violin' and pitch > 60" --limit 20
         lardon-store ls store/ --where "split in ['train', 'valid']" --format csv > train.csv
     """
-    from .query import selection_rows
+    from .query import parse, selection_rows
 
     store = open_store(args.store)
-    sel = store.where(args.where) if args.where else store.all()
-    if args.limit is not None:
-        sel = sel.limit(args.limit)
+    sel = store.select(parse(args.where).sql() if args.where else None, limit=args.limit)
     print(format_rows(selection_rows(sel), args.format), end="")
     return 0
 
