@@ -32,7 +32,7 @@ import numpy as np
 from sqlalchemy import Connection
 
 from .catalog import catalog_path
-from .errors import CorruptStoreError
+from .errors import CorruptStoreError, StoreNotFoundError
 from .selection import IdLookup, parse_ints
 
 if TYPE_CHECKING:
@@ -218,7 +218,13 @@ class SnapshotCache:
             _abandon(self._conn)
             self._pid, self._lock, self._conn, self._snapshot = os.getpid(), threading.Lock(), None, None
         with self._lock:
-            stat = os.stat(catalog_path(store.root))
+            try:
+                stat = os.stat(catalog_path(store.root))
+            except FileNotFoundError:
+                raise StoreNotFoundError(
+                    f"{store.root}: the catalog ({catalog_path(store.root).name}) is gone: the store was deleted or "
+                    "moved since it was opened; open it again where it is now."
+                ) from None
             file_id = (stat.st_dev, stat.st_ino)
             if self._conn is None or file_id != self._file_id:
                 if self._conn is not None:

@@ -103,6 +103,15 @@ def test_a_catalog_replaced_by_a_new_file_is_noticed(built, tmp_path):
     assert store.where(meta.n >= 0).keys == keys_of([50, 51])
 
 
+def test_a_deleted_store_is_named(built):
+    _, root = built
+    store = open_store(root)
+    assert len(store.where(meta.n >= 0)) == 20
+    shutil.rmtree(root)
+    with pytest.raises(ls.StoreNotFoundError, match="the catalog .* is gone"):
+        store.where(meta.n >= 0)
+
+
 def _query_in_child(args) -> list[str]:
     store, text = args
     return store.where(text).keys
