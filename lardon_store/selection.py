@@ -160,18 +160,14 @@ def build_columns(rows: list[tuple], shards: dict[int, tuple[str, int]], where: 
                 f"{where}: entry {key!r} ends at byte {off + nb} of {path}, past its committed size {size}."
             )
         ids[i], shard[i], offset[i], nbytes[i], dcode[i] = eid, shard_pos[sid], off, nb, code
-    ndims = [len(s) for s in shapes] if n else []
-    width = max(ndims, default=0)
-    dims = np.zeros((n, width), np.int64)
-    for i, s in enumerate(shapes):
-        dims[i, : len(s)] = s
+    ndims, dims = _padded(shapes)
     return Columns(
         ids,
         shard,
         offset,
         nbytes,
         dcode,
-        np.array(ndims, np.int8),
+        ndims.astype(np.int8),
         dims,
         tuple(shards[s][0] for s in shard_ids),
         np.array([shards[s][1] for s in shard_ids], np.int64),
@@ -239,13 +235,18 @@ def _shape_columns_json(texts: list[str]) -> tuple[np.ndarray, np.ndarray] | Non
     shapes = _parse_shapes(texts)
     if not all(isinstance(x, list) and all(type(d) is int and d >= 0 for d in x) for x in shapes):
         return None
-    ndim = np.array([len(x) for x in shapes], np.int64)
-    dims = np.zeros((len(shapes), int(ndim.max(initial=0))), np.int64)
     try:
-        for i, x in enumerate(shapes):
-            dims[i, : len(x)] = x
+        return _padded(shapes)
     except OverflowError:
         return None
+
+
+def _padded(shapes: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(ndim, dims)``: each shape's length, and the shapes as rows of one int64 matrix padded with 0."""
+    ndim = np.array([len(x) for x in shapes], np.int64)
+    dims = np.zeros((len(shapes), int(ndim.max(initial=0))), np.int64)
+    for i, x in enumerate(shapes):
+        dims[i, : len(x)] = x
     return ndim, dims
 
 
