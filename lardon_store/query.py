@@ -271,11 +271,16 @@ class In(Expr):
     def __str__(self) -> str:
         return f"{self.key} in {list(self.values)!r}"
 
-    def sql(self) -> ColumnElement:
-        k, mv = self.key, meta_values.c
+    def by_kind(self) -> dict[str, list]:
+        """The values grouped by comparison class: each is compared only with values of its own class."""
         groups: dict[str, list] = {"num": [], "bool": [], "str": [], "null": []}
         for v in self.values:
             groups[kind(v)].append(v)
+        return groups
+
+    def sql(self) -> ColumnElement:
+        k, mv = self.key, meta_values.c
+        groups = self.by_kind()
         parts = []
         if groups["num"]:
             nums = sorted({float(v) for v in groups["num"]})
@@ -289,10 +294,7 @@ class In(Expr):
         return or_(*parts) if parts else false()
 
     def mask(self, snap: Snapshot) -> np.ndarray:
-        c = snap.keys[self.key]
-        groups: dict[str, list] = {"num": [], "bool": [], "str": [], "null": []}
-        for v in self.values:
-            groups[kind(v)].append(v)
+        c, groups = snap.keys[self.key], self.by_kind()
         hit = np.zeros(len(c.type), bool)
         if groups["num"]:
             hit |= c.is_num() & np.isin(c.num, [float(v) for v in groups["num"]])
@@ -732,7 +734,8 @@ def refine(sel: Selection, conditions: Iterable[Expr | str], equals: Mapping[str
     """The entries of ``sel`` that match, in ``sel``'s order: always a subset of ``sel``."""
     expr = combine(conditions, equals)
     snap = sel.store._snapshots.get(sel.store, expr.keys())
-    return sel.take(np.flatnonzero(np.isin(sel.ids, snap.columns.ids[expr.mask(snap)])))
+    found, pos = snap.positions(sel.ids)  # (entries removed since sel was made are not found)
+    return sel.take(np.flatnonzero(found & expr.mask(snap)[pos]))
 
 
 def _key_values(sel: Selection, keys: Iterable[str]) -> tuple[Snapshot, dict[str, tuple[np.ndarray, np.ndarray]]]:
