@@ -31,15 +31,17 @@ import numpy as np
 from sqlalchemy import and_, func, select
 
 from lardon_store import meta
-from lardon_store.catalog import CATALOG_NAME, entries
-from lardon_store.store import Store, open_store
+from lardon_store.catalog.schema import entries
+from lardon_store.format.layout import CATALOG_NAME
+from lardon_store.store import open_store
+from lardon_store.testing import empty_store
 
 INSTRUMENTS = ["violin", "cello", "flute", "oboe", "horn", "harp", "piano", "organ", "guitar", "bass"]
 
 
 def build(root: Path, n: int) -> None:
     """A store at ``root`` with ``n`` entries, inserted directly with executemany in one transaction."""
-    Store(root, readonly=False, _create=True)
+    empty_store(root)
     (root / "blobs" / "shard-000000.bin").write_bytes(np.arange(2, dtype="<f4").tobytes())
     rng = np.random.default_rng(0)
     inst = rng.integers(0, len(INSTRUMENTS), n)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import lardon_store as ls
+from lardon_store.testing import empty_store
 
 
 def bench_reads(tmp: Path, n_entries: int, repeats: int) -> list[tuple[str, float, float, float]]:
@@ -55,7 +56,7 @@ def bench_reads(tmp: Path, n_entries: int, repeats: int) -> list[tuple[str, floa
 
 def bench_open(tmp: Path, n: int) -> float:
     root = tmp / "big"
-    ls.Store(root, readonly=False, _create=True)
+    empty_store(root)
     (root / "blobs" / "shard-000001.bin").write_bytes(b"\x00" * 64)
     con = sqlite3.connect(root / "catalog.sqlite")
     with con:

@@ -223,7 +223,7 @@ def _bulk_catalog(work: Path, n: int) -> Path:
 
 
 def bench_open(work: Path, sizes: list[int], reps: int) -> None:
-    from lardon_store.catalog import entries
+    from lardon_store.catalog.schema import entries
 
     for n in sizes:
         root = _bulk_catalog(work, n)

@@ -1,8 +1,7 @@
 """lardon_store: numpy arrays of any shape in shard files, a SQLite catalog of their metadata, lazy numpy reads."""
 
-from .batching import batch
-from .compiler import CompileSummary, default_callback
-from .compiler import compile_store as compile
+from .compiler.callback import default_callback
+from .compiler.pipeline import CompileSummary
 from .errors import (
     BatchError,
     CallbackError,
@@ -21,15 +20,17 @@ from .errors import (
     StoreWriteError,
     UnsafeLegacyCatalogError,
 )
-from .gc import gc_store
-from .indexing import randslice
-from .lardon import LardonParser, checkdir, parse_folder, scatter
+from .info import StoreInfo
+from .lardon import LardonParser, checkdir, parse_folder
 from .legacy import import_lardon
-from .query import Expr, meta
-from .selection import Entry, Selection
-from .store import Store, migrate_store
+from .maintenance.gc import gc_store
+from .maintenance.verify import Damage, VerifyReport, verify_store
+from .query.expressions import Expr, meta
+from .selection.batching import batch
+from .selection.indexing import randslice
+from .selection.selection import Entry, Selection, scatter
+from .store import Store, compile, migrate_store
 from .store import open_store as open
-from .verify import Damage, VerifyReport, verify_store
 
 __all__ = [
     "BatchError",
@@ -52,6 +53,7 @@ __all__ = [
     "Selection",
     "Store",
     "StoreLockedError",
+    "StoreInfo",
     "StoreNotFoundError",
     "StoreWriteError",
     "UnsafeLegacyCatalogError",

@@ -8,9 +8,14 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from .compiler import compile_store, default_callback
+from .compiler.callback import default_callback
+from .demo import run_demo
 from .errors import LardonStoreError
-from .store import migrate_store, open_store
+from .legacy import import_lardon
+from .maintenance.gc import gc_store
+from .maintenance.verify import verify_store
+from .query.parser import parse
+from .store import compile, migrate_store, open_store
 
 COMMANDS: dict[str, Callable[[argparse.ArgumentParser], None]] = {}
 
@@ -55,7 +60,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         bar.n = done
         bar.refresh()
 
-    store = compile_store(
+    store = compile(
         args.src, args.dst, load_callback(args.callback), args.ext or None, force=args.force, progress=progress,
         callback_version=args.callback_version, on_error=args.on_error, workers=args.workers,
     )  # fmt: skip
@@ -73,33 +78,14 @@ def cmd_info(args: argparse.Namespace) -> int:
         lardon-store info store/ --json
     """
     info = open_store(args.store).info()
-    if args.json:
-        print(json.dumps(info, indent=2, default=str))
-        return 0
-    print(format_info(info))
+    print(json.dumps(info.to_dict(), indent=2, default=str) if args.json else info)
     return 0
-
-
-def format_info(info: dict) -> str:
-    """The human-readable form of Store.info()."""
-    lines = [
-        f"store      {info['root']} (catalog revision {info['revision']})",
-        f"entries    {info['entries']:,} ({info['bytes'] / 1e6:,.1f} MB in {info['shards']} shard(s))",
-        "dtypes     " + ", ".join(f"{d}: {n:,}" for d, n in sorted(info["dtypes"].items())),
-    ]
-    for nd, (lo, hi) in sorted(info["shape_ranges"].items()):
-        dims = ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in zip(lo, hi))
-        lines.append(f"shapes     {nd}-d: ({dims})")
-    lines.append("metadata   " + (", ".join(info["metadata_keys"]) or "(none)"))
-    for failure in info["failed_sources"]:
-        lines.append(f"FAILED     {failure['path']}: {failure['error']}")
-    return "\n".join(lines)
 
 
 @command("ls", "list a store's entries, optionally filtered by a metadata query")
 def cmd_ls(args: argparse.Namespace) -> int:
     """List entries (key, shape, dtype, metadata). Python twin:
-    lardon_store.open(path).select(lardon_store.query.parse(query).sql(), limit=n).
+    lardon_store.open(path).select(lardon_store.query.parse(query).sql(), limit=n).rows().
 
     A single query in a process of its own is answered by SQLite from the metadata indexes: loading the query
     snapshot that where() uses would cost more than it saves.
@@ -108,11 +94,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
         lardon-store ls store/ --where "instrument == 'violin' and pitch > 60" --limit 20
         lardon-store ls store/ --where "split in ['train', 'valid']" --format csv > train.csv
     """
-    from .query import parse, selection_rows
-
     store = open_store(args.store)
     sel = store.select(parse(args.where).sql() if args.where else None, limit=args.limit)
-    print(format_rows(selection_rows(sel), args.format), end="")
+    print(format_rows(sel.rows(), args.format), end="")
     return 0
 
 
@@ -149,8 +133,6 @@ def cmd_gc(args: argparse.Namespace) -> int:
     Example:
         lardon-store gc store/
     """
-    from .gc import gc_store
-
     print(f"{args.store}: {gc_store(args.store):,} bytes reclaimed")
     return 0
 
@@ -162,8 +144,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     Example:
         lardon-store verify store/ && echo intact
     """
-    from .verify import verify_store
-
     report = verify_store(args.store)
     print(report)
     return 0 if report.ok else 1
@@ -189,8 +169,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     Example:
         lardon-store demo lardon-demo
     """
-    from .demo import run_demo
-
     run_demo(args.dir, n_files=args.files)
     return 0
 
@@ -206,8 +184,6 @@ def cmd_import_lardon(args: argparse.Namespace) -> int:
         lardon-store import-lardon old_dataset/parsed
         lardon-store import-lardon old_dataset/parsed --copy
     """
-    from .legacy import import_lardon
-
     store = import_lardon(args.dir, copy=args.copy)
     mode = "copied into shards" if args.copy else "referenced in place"
     print(f"{store.root}: imported {len(store)} entries ({mode})")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .compiler import compile_store
+from .query.expressions import meta
+from .store import compile
 
 INSTRUMENTS = ("violin", "cello", "flute", "piano")
 
@@ -37,16 +38,14 @@ def make_dataset(source: Path, n_files: int, seed: int = 0) -> None:
 
 def run_demo(directory: str | os.PathLike, n_files: int = 200) -> None:
     """Build (or reuse) the dataset in ``directory``, compile it incrementally, print a summary and timings."""
-    from .cli import format_info
-
     root = Path(directory)
     source, target = root / "raw", root / "store"
     if not source.is_dir():
         print(f"writing {n_files} synthetic spectrograms to {source} ...")
         make_dataset(source, n_files)
-    store = compile_store(source, target, demo_callback, [".npy"])
+    store = compile(source, target, demo_callback, [".npy"])
     print(f"compiled {source} -> {target}: {store.last_compile}")
-    print(format_info(store.info()))
+    print(store.info())
 
     files = sorted(source.rglob("*.npy"))
     raw = [np.load(f, mmap_mode="r") for f in files]
@@ -66,8 +65,6 @@ def run_demo(directory: str | os.PathLike, n_files: int = 200) -> None:
     a, b = float(np.median(ours)) * 1e6, float(np.median(theirs)) * 1e6
     print(f"random crop x[i][:, :, t:t+64]: lardon_store {a:.1f} µs, raw np.load(mmap_mode='r') {b:.1f} µs "
           f"(ratio {a / b:.2f})")  # fmt: skip
-    from .query import meta
-
     violins = store.where(meta.instrument == "violin", meta.pitch > 60)
     print(f'store.where(meta.instrument == "violin", meta.pitch > 60): {len(violins)} entries; first: '
           f"{violins.keys[0] if len(violins) else None} {violins.metadata(0) if len(violins) else ''}")  # fmt: skip

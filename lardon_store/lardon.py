@@ -1,8 +1,8 @@
 """The front end of the seed project ``lardon``: ``import lardon_store as lardon`` runs its README.
 
-``compile``, ``default_callback`` and ``randslice`` are the store's own; this module adds ``checkdir``,
-``parse_folder`` (open a store as the seed's list), ``LardonParser`` (register arrays inside a ``with`` block,
-committed atomically on exit) and ``scatter`` (split each item along an axis into separate items).
+``compile``, ``default_callback``, ``randslice`` and ``scatter`` are the store's own; this module adds ``checkdir``,
+``parse_folder`` (open a store as the seed's list) and ``LardonParser`` (register arrays inside a ``with`` block,
+committed atomically on exit).
 """
 
 from __future__ import annotations
@@ -15,18 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection
 
-from .catalog import catalog_path, entries, sources
-from .compiler import CatalogWriter, default_callback, entry_key, prepare, scan, split_result, store_lock
+from .catalog.engine import catalog_path
+from .catalog.reads import id_of, keys_with_prefix
+from .catalog.writer import CatalogWriter, delete_entries, delete_everything
+from .compiler.callback import default_callback, prepare, split_result
+from .compiler.scan import entry_key, scan
 from .errors import EntryNotFoundError, InvalidDataError, LegacyNotImportedError
-from .legacy import LEGACY_CATALOG
-from .selection import Columns, Entry, Selection
-from .shards import DEFAULT_MAX_SHARD_BYTES
+from .format.layout import DEFAULT_MAX_SHARD_BYTES, LEGACY_CATALOG
+from .handle import StoreHandle
+from .io.lock import store_lock
+from .selection.selection import Selection, scatter
 from .store import Store
-from .transforms import shape_ranges
 
-__all__ = ["LardonParser", "checkdir", "parse_folder", "scatter"]
+__all__ = ["LardonParser", "checkdir", "parse_folder", "scatter"]  # scatter: the selection layer's, re-exported
 
 
 def checkdir(path: str | os.PathLike) -> Path:
@@ -57,7 +60,7 @@ def _positions_of(store: Store, names: Iterable[str]) -> np.ndarray:
             name = Path(str(name)).as_posix()
             eid = None
             for key in (name, entry_key(name)):
-                eid = conn.execute(select(entries.c.id).where(entries.c.key == key)).scalar()
+                eid = id_of(conn, key)
                 if eid is not None:
                     break
             if eid is None:
@@ -102,79 +105,6 @@ def parse_folder(
     return sel
 
 
-class ScatteredSelection(Selection):
-    """A list whose items are the sub-arrays of another list's items along one axis (built by ``scatter``)."""
-
-    def __init__(self, base: Selection, base_pos: np.ndarray, sub: np.ndarray, axis: int, **options: Any):
-        super().__init__(base.store, base._columns.take(base_pos), **options)
-        self._base, self._base_pos, self._sub, self._axis = base, base_pos, sub, axis
-
-    def _mapped(self, i: int) -> np.ndarray:
-        x = self._base._mapped(int(self._base_pos[i]))
-        return x[(slice(None),) * self._axis + (int(self._sub[i]),)]
-
-    def shape_of(self, i: int) -> tuple[int, ...]:
-        i = self._position(i)
-        shape = self._base.shape_of(int(self._base_pos[i]))
-        return shape[: self._axis] + shape[self._axis + 1 :]
-
-    def dtype_of(self, i: int) -> np.dtype:
-        return self._base.dtype_of(int(self._base_pos[self._position(i)]))
-
-    @property
-    def nbytes(self) -> int:
-        return sum(int(np.prod(self.shape_of(i), dtype=np.int64)) * self.dtype_of(i).itemsize for i in range(len(self)))
-
-    def _item_ranges(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        return shape_ranges(*item_dims(self))
-
-    def take(self, positions: Any) -> Selection | Entry:
-        if isinstance(positions, (int, np.integer)) and not isinstance(positions, (bool, np.bool_)):
-            return self.entry(positions)
-        positions = np.atleast_1d(np.arange(len(self))[positions])
-        return ScatteredSelection(
-            self._base, self._base_pos[positions], self._sub[positions], self._axis, **self._options()
-        )
-
-    def _derive(self, columns: Columns) -> Selection:
-        raise TypeError("a scattered list can only be narrowed with take(); filter the list before scatter().")
-
-
-def item_dims(sel: Selection) -> tuple[np.ndarray, np.ndarray]:
-    """The stored shapes of a list's items as columns: ndim per item, and sizes padded with 0 to the widest."""
-    if isinstance(sel, ScatteredSelection):
-        ndim, dims = item_dims(sel._base)
-        return ndim[sel._base_pos] - 1, np.delete(dims[sel._base_pos], sel._axis, axis=1)
-    return sel._columns.ndim.astype(np.int64), sel._columns.dims
-
-
-def scatter(sel: Selection, axis: int = 0) -> Selection:
-    """The list of every item's sub-arrays along ``axis``: item ``k`` of shape ``(..., n, ...)`` gives ``n`` items.
-
-    This is what the seed's ``OfflineEntry.scatter(axis)`` did for one entry, applied to every item of the list, in
-    order (the seed's list-level ``scatter`` ignored its axis and failed). ``axis`` counts in the stored item;
-    the new list keeps the batch mode, dtype and return options. It cannot start from a list with
-    ``expand_dims``/``squeeze`` transforms (their axes would change meaning): scatter first, then transform.
-    """
-    if sel.transforms:
-        raise ValueError("scatter() on a list with expand_dims/squeeze transforms: call scatter first, then transform.")
-    ndim, dims = item_dims(sel)
-    n = len(ndim)
-    if axis < 0:
-        if len(np.unique(ndim)) > 1:
-            raise ValueError(f"scatter({axis}): the items have different numbers of dimensions; give a positive axis")
-        axis += int(ndim[0]) if n else 0
-    short = np.flatnonzero(ndim <= axis)
-    if axis < 0 or len(short):
-        i = int(short[0]) if len(short) else 0
-        raise np.exceptions.AxisError(f"scatter({axis}): item {i} has only {int(ndim[i])} dimensions")
-    sizes = dims[:, axis] if n else np.zeros(0, np.int64)
-    base_pos = np.repeat(np.arange(n, dtype=np.int64), sizes)
-    starts = np.repeat(np.cumsum(sizes) - sizes, sizes)
-    sub = np.arange(len(base_pos), dtype=np.int64) - starts
-    return ScatteredSelection(sel, base_pos, sub, axis, **sel._options())
-
-
 class LardonParser:
     """Register arrays into a store inside a ``with`` block; everything registered commits at once on exit.
 
@@ -211,7 +141,7 @@ class LardonParser:
         self._writer: CatalogWriter | None = None
         self._keys: set[str] = set()
         self._next_auto = 0
-        self.store: Store | None = None
+        self.store: StoreHandle | None = None
 
     def __enter__(self) -> LardonParser:
         if self.data_path is not None and not self.data_path.is_dir():
@@ -219,13 +149,13 @@ class LardonParser:
         stack = ExitStack()
         try:
             stack.enter_context(store_lock(self.parsed_path))
-            self.store = Store(self.parsed_path, readonly=False, _create=True)
-            self._writer = CatalogWriter(self.store, self.max_shard_bytes)
+            self.store = StoreHandle.create(self.parsed_path)
+            self._writer = CatalogWriter(self.store.engine, self.store.root, self.max_shard_bytes)
             stack.callback(self._writer.close)
             if not self.force:
                 with self.store.engine.connect() as conn:
-                    auto = conn.execute(select(entries.c.key).where(entries.c.key.like("data\\_%", escape="\\")))
-                    numbers = [int(m.group(1)) for (k,) in auto if (m := re.fullmatch(r"data_(\d+)", k))]
+                    auto = keys_with_prefix(conn, "data_")
+                numbers = [int(m.group(1)) for k in auto if (m := re.fullmatch(r"data_(\d+)", k))]
                 self._next_auto = max(numbers, default=-1) + 1
         except BaseException:
             stack.close()
@@ -278,12 +208,9 @@ class LardonParser:
 
     def _replace(self, conn: Connection) -> None:
         if self.force:
-            conn.execute(delete(entries))
-            conn.execute(delete(sources))
+            delete_everything(conn)
         elif self._keys:
-            keys = sorted(self._keys)
-            for i in range(0, len(keys), 500):
-                conn.execute(delete(entries).where(entries.c.key.in_(keys[i : i + 500])))
+            delete_entries(conn, sorted(self._keys))
 
     def __exit__(self, exc_type, exc, tb) -> None:
         stack, self._stack = self._stack, None

@@ -24,16 +24,20 @@ from typing import Any
 
 import numpy as np
 
-from . import metadata as meta
-from .catalog import catalog_path
-from .compiler import CatalogWriter, entry_key, store_lock
+from .catalog.engine import catalog_path
+from .catalog.writer import CatalogWriter
+from .compiler.scan import entry_key
 from .errors import InvalidDataError, LegacyStoreError, UnsafeLegacyCatalogError
-from .shards import DEFAULT_MAX_SHARD_BYTES, checksum, dtype_to_descr, is_safe_relpath, resolve_shard_path
+from .format.codecs import checksum, dtype_to_descr
+from .format.layout import DEFAULT_MAX_SHARD_BYTES, LEGACY_CATALOG, is_safe_relpath
+from .format.metadata import normalize
+from .handle import StoreHandle
+from .io.lock import store_lock
+from .io.shards import resolve_shard_path
 from .store import Store
 
 __all__ = ["LEGACY_CATALOG", "RestrictedUnpickler", "import_lardon", "read_legacy_catalog"]
 
-LEGACY_CATALOG = "parsing.ldn"
 _RESERVED = ("shape", "strides", "dtype")
 
 
@@ -162,7 +166,7 @@ def _check_record(root: Path, relpath: Any, record: Any) -> tuple[str, np.dtype,
         raise LegacyStoreError(
             f"{where}: data file is {what}: {size} bytes on disk, but shape {shape} of {dtype} needs {needed}."
         )
-    md = meta.normalize({k: v for k, v in record.items() if k not in _RESERVED}, str(where))
+    md = normalize({k: v for k, v in record.items() if k not in _RESERVED}, str(where))
     return entry_key(relpath), dtype, shape, size, md
 
 
@@ -199,8 +203,8 @@ def import_lardon(
         seen[key] = relpath
         checked.append((relpath, key, dtype, shape, size, md))
     with store_lock(root):
-        store = Store(root, readonly=False, _create=True)
-        writer = CatalogWriter(store, max_shard_bytes)
+        store = StoreHandle.create(root)
+        writer = CatalogWriter(store.engine, store.root, max_shard_bytes)
         try:
             for relpath, key, dtype, shape, size, md in checked:
                 if copy:

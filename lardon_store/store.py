@@ -1,267 +1,183 @@
-"""Stores: open a compiled store, and read its catalog.
+"""The public façade: ``Store``, and the functions that return one (``open_store``, ``compile``, ``migrate_store``).
 
-A Store is the handle on one store folder (``catalog.sqlite`` + ``blobs/``). It behaves as the Selection of all its
-entries, loaded on first use, so ``store[3, :, 10:20]`` and ``len(store)`` work directly. Opening reads no entry
-row: only the catalog's header and revision.
+A Store is the handle on one store folder (``catalog.sqlite`` + ``blobs/``) with the query and selection API on
+top. It offers the list view of all its entries directly (``store[3, :, 10:20]``, ``len(store)``, ``store.keys``),
+each method written out on the class, so that a typo is an AttributeError naming Store. Opening reads no entry row:
+only the catalog's header and revision.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import weakref
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, func, select, text
-from sqlalchemy.exc import DatabaseError
 
-from . import catalog, migrate, query
-from .catalog import entries, shards
-from .errors import CorruptStoreError, IncompatibleSchemaError, LardonStoreError, StoreNotFoundError
-from .selection import Columns, IdLookup, Selection, build_columns, columns_from_texts
-from .shards import ShardReader
-from .snapshot import SnapshotCache
+from .catalog.reads import summary
+from .compiler.callback import Callback, default_callback
+from .compiler.pipeline import CompileSummary, compile_store
+from .format.layout import DEFAULT_MAX_SHARD_BYTES
+from .handle import StoreHandle
+from .info import StoreInfo
+from .maintenance.gc import gc_store
+from .maintenance.verify import VerifyReport, verify_store
+from .query.evaluate import all_columns, distinct, matching_columns, metadata_keys
+from .query.expressions import Expr
+from .query.parser import combine
+from .query.snapshot import release
+from .selection.selection import Entry, Selection
 
-__all__ = ["Store", "migrate_store", "open_store"]
-
-_ENTRY_COLUMNS = (entries.c.id, entries.c.key, entries.c.shard_id, entries.c.offset, entries.c.nbytes,
-                  entries.c.dtype, entries.c.shape)  # fmt: skip
-
-_COLUMN_TEXTS = (
-    "SELECT count(*), group_concat(id), group_concat(shard_id), group_concat(offset), group_concat(nbytes), "
-    "group_concat(dtype, char(0)), group_concat(shape, char(0)) FROM entries"
-)
-_IDS_IN_KEY_ORDER = "SELECT id FROM entries ORDER BY key"
-_ID = np.dtype([("id", np.int64)])
+__all__ = ["Store", "compile", "migrate_store", "open_store"]
 
 
-def _check_catalog_file(root: Path) -> Path:
-    path = catalog.catalog_path(root)
-    if not path.is_file():
-        raise StoreNotFoundError(
-            f"{root}: no lardon_store catalog ({catalog.CATALOG_NAME}) here: create one with "
-            "lardon_store.compile(source, target) or `lardon-store compile SRC DST`."
-        )
-    if path.stat().st_size == 0:
-        raise StoreNotFoundError(
-            f"{path}: the catalog is empty: the first compile into this store was interrupted; run it again."
-        )
-    return path
-
-
-def _check_application_id(conn: Connection, path: Path) -> None:
-    # Read through SQLite, never with open(): closing any descriptor of the catalog would drop the locks that this
-    # process's SQLite connections hold on it (POSIX locks are per process), letting a writer reset the WAL under them.
-    try:
-        app_id = conn.exec_driver_sql("PRAGMA application_id").scalar()
-    except DatabaseError as exc:
-        raise IncompatibleSchemaError(f"{path}: this file is not a lardon_store catalog ({exc.orig}).") from None
-    if app_id not in (catalog.APPLICATION_ID, 0):
-        raise IncompatibleSchemaError(f"{path}: this file is not a lardon_store catalog (application_id {app_id}).")
-
-
-class Store:
+class Store(StoreHandle):
     """A store folder, opened read-only (the default) or writable."""
 
-    def __init__(self, root: str | os.PathLike, readonly: bool = True, *, _create: bool = False):
-        self.root = Path(root).absolute()
-        self.readonly = readonly
-        if _create:
-            (self.root / catalog.BLOBS_DIR).mkdir(parents=True, exist_ok=True)
-        else:
-            _check_catalog_file(self.root)
-        self._engine: Engine | None = None
-        self._engine_pid = -1
-        self._reader = ShardReader(self.root)
+    def __init__(self, root: str | os.PathLike, readonly: bool = True):
+        super().__init__(root, readonly)
         self._all: Selection | None = None
-        self._snapshots = SnapshotCache()
-        weakref.finalize(self, self._snapshots.close)  # (close its connection once this store is gone)
-        self.last_compile = None
-        where = str(self.root)
-        if _create and not catalog.catalog_path(self.root).exists():
-            migrate.upgrade(self.engine)
-            return
-        # The revision is checked on a read-only connection first: a catalog we cannot use is never written.
-        probe = catalog.make_engine(self.root, readonly=True)
-        try:
-            with probe.connect() as conn:
-                _check_application_id(conn, catalog.catalog_path(self.root))
-                current = migrate.check_revision(conn, where, readonly)
-        finally:
-            probe.dispose()
-        if not readonly and current != migrate.head_revision():
-            migrate.upgrade(self.engine)
-
-    @property
-    def engine(self) -> Engine:
-        """The catalog's SQLAlchemy engine (one per process)."""
-        if self._engine is None or self._engine_pid != os.getpid():
-            self._engine = catalog.make_engine(self.root, self.readonly)
-            self._engine_pid = os.getpid()
-        return self._engine
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"root": str(self.root), "readonly": self.readonly}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["root"], state["readonly"])
-
-    def __repr__(self) -> str:
-        mode = "read-only" if self.readonly else "writable"
-        return f"<Store {self.root} ({mode})>"
+        self.last_compile: CompileSummary | None = None
 
     # --- selections -----------------------------------------------------------------------------------------
-    def select(self, condition=None, *, order_by=None, limit: int | None = None, **options: Any) -> Selection:
-        """The Selection of the entries matching an SQLAlchemy ``condition`` on ``entries`` (all when None)."""
-        with self.engine.connect() as conn:
-            columns = self._load_columns(conn, condition, order_by=order_by, limit=limit)
-        return Selection(self, columns, **options)
+    def select(
+        self, condition: Any = None, *, order_by: Any = None, limit: int | None = None, **options: Any
+    ) -> Selection:
+        """The Selection of the entries matching an SQLAlchemy ``condition`` on ``entries`` (all when None), in key
+        order unless ``order_by``; ``options`` are Selection's reading options (``batch_mode``, ``dtype``...)."""
+        return Selection(self, self.load_columns(condition, order_by=order_by, limit=limit), **options)
 
-    def _load_columns(self, conn: Connection, condition=None, *, order_by=None, limit: int | None = None) -> Columns:
-        """The validated columns of the matching entries, read on ``conn`` (in key order unless ``order_by``)."""
-        shard_rows = {sid: (path, size) for sid, path, size in conn.execute(select(shards))}
-        if condition is None and order_by is None and limit is None:
-            # Every entry: each column read as one text, checked whole (a second per million entries instead of
-            # four); a catalog that fails any check is read again row by row below, to name the row at fault.
-            columns = columns_from_texts(tuple(conn.exec_driver_sql(_COLUMN_TEXTS).one()), shard_rows)
-            if columns is not None:
-                in_key_order = np.fromiter(conn.connection.driver_connection.execute(_IDS_IN_KEY_ORDER), _ID)["id"]
-                found, at = IdLookup(columns.ids).find(in_key_order)
-                if len(at) == len(columns.ids) and found.all():
-                    return columns.take(at)
-        query = select(*_ENTRY_COLUMNS)
-        if condition is not None:
-            query = query.where(condition)
-        query = query.order_by(*(order_by if order_by is not None else [entries.c.key]))
-        if limit is not None:
-            query = query.limit(limit)
-        return build_columns(conn.execute(query).all(), shard_rows, str(self.root))
-
-    def where(self, *conditions: query.Expr | str, **equals: Any) -> Selection:
+    def where(self, *conditions: Expr | str, **equals: Any) -> Selection:
         """The entries matching every condition: ``meta`` expressions, query strings, or ``key=value`` equalities.
 
         Example: ``store.where(meta.instrument == "violin", "pitch > 60", split="train")``.
         """
-        return query.store_where(self, conditions, equals)
+        return Selection(self, matching_columns(self, combine(conditions, equals)))
 
     def metadata_keys(self) -> dict[str, dict[str, int]]:
         """Each metadata key with the number of entries holding it, per value type."""
-        return query.metadata_keys(self)
+        return metadata_keys(self)
 
     def distinct(self, key: str, by_type: bool = False) -> dict[Any, int]:
         """Each value of metadata ``key`` with its number of entries, most frequent first."""
-        return query.distinct(self, key, by_type)
+        return distinct(self, key, by_type)
 
     def all(self) -> Selection:
         """The Selection of every entry, in key order (loaded once, then cached; see ``refresh``)."""
         if self._all is None:
-            self._all = Selection(self, self._snapshots.get(self, set()).columns)
+            self._all = Selection(self, all_columns(self))
         return self._all
 
     def refresh(self) -> Store:
         """Forget the cached selection of all entries (and free the query snapshot), so the next use sees the
         catalog as it is now. Queries need no refresh: each one checks that its snapshot is current."""
         self._all = None
-        self._snapshots.close()
+        release(self)
         return self
 
+    # --- the list of all entries ----------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.all())
 
-    def __getitem__(self, key: Any):
+    def __getitem__(self, key: Any) -> Any:
         return self.all()[key]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter(self.all())
 
-    def __getattr__(self, name: str):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.all(), name)
+    @property
+    def ids(self) -> np.ndarray:
+        """The catalog ids of every entry, in key order."""
+        return self.all().ids
 
-    # --- catalog look-ups used by selections -----------------------------------------------------------------
-    def _keys_of(self, ids: np.ndarray) -> list[str]:
-        with self.engine.connect() as conn:
-            if len(ids) > 1000:
-                found = dict(conn.execute(select(entries.c.id, entries.c.key)).all())
-            else:
-                found = dict(
-                    conn.execute(select(entries.c.id, entries.c.key).where(entries.c.id.in_(ids.tolist()))).all()
-                )
-        try:
-            return [found[i] for i in ids.tolist()]
-        except KeyError as exc:
-            raise LardonStoreError(
-                f"{self.root}: entry id {exc.args[0]} was removed since this selection was made: select again."
-            ) from None
+    @property
+    def keys(self) -> list[str]:
+        """Every entry's key, sorted."""
+        return self.all().keys
 
-    def _id_of(self, key: str) -> int | None:
-        with self.engine.connect() as conn:
-            return conn.execute(select(entries.c.id).where(entries.c.key == key)).scalar()
+    @property
+    def nbytes(self) -> int:
+        """Bytes of array data in the store."""
+        return self.all().nbytes
 
-    def _metadata_of(self, entry_id: int) -> dict[str, Any]:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(entries.c.key, entries.c.metadata).where(entries.c.id == entry_id)).first()
-        if row is None:
-            raise LardonStoreError(f"{self.root}: entry id {entry_id} was removed since this selection was made.")
-        key, raw = row
-        try:
-            found = json.loads(raw) if isinstance(raw, str) else None
-        except ValueError:
-            found = None
-        if not isinstance(found, dict):
-            raise CorruptStoreError(
-                f"{self.root}: entry {key!r} has malformed metadata {raw!r:.80}: it must be a JSON object; "
-                "run `lardon-store verify`."
-            )
-        return found
+    @property
+    def shape(self) -> tuple:
+        """``(len, *dims)`` of the entries; a dimension that varies is ``(min, max)``."""
+        return self.all().shape
 
-    # --- summary ----------------------------------------------------------------------------------------------
-    def info(self) -> dict[str, Any]:
+    @property
+    def ndim(self) -> int:
+        """``len(self.shape)``."""
+        return self.all().ndim
+
+    @property
+    def dtype(self) -> np.dtype:
+        """numpy's common type of the entries."""
+        return self.all().dtype
+
+    def shape_of(self, i: int) -> tuple[int, ...]:
+        """The stored shape of entry ``i``."""
+        return self.all().shape_of(i)
+
+    def dtype_of(self, i: int) -> np.dtype:
+        """The stored dtype of entry ``i``."""
+        return self.all().dtype_of(i)
+
+    def metadata(self, i: int) -> dict[str, Any]:
+        """The metadata dict of entry ``i``."""
+        return self.all().metadata(i)
+
+    def entry(self, i: int) -> Entry:
+        """A lazy view of entry ``i``."""
+        return self.all().entry(i)
+
+    def by_key(self, key: str) -> Entry:
+        """The lazy view of the entry whose key is ``key`` (EntryNotFoundError when there is none)."""
+        return self.all().by_key(key)
+
+    def take(self, positions: Any) -> Selection | Entry:
+        """The selection of the entries at ``positions`` (see ``Selection.take``)."""
+        return self.all().take(positions)
+
+    def order_by(self, key: str, descending: bool = False) -> Selection:
+        """Every entry, sorted by metadata ``key`` (see ``Selection.order_by``)."""
+        return self.all().order_by(key, descending)
+
+    def limit(self, n: int) -> Selection:
+        """The first ``n`` entries in key order."""
+        return self.all().limit(n)
+
+    def metadata_columns(self, keys: list[str]) -> dict[str, np.ndarray]:
+        """One numpy array of values per metadata key over every entry (see ``Selection.metadata_columns``)."""
+        return self.all().metadata_columns(keys)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """``{"key", "shape", "dtype", "metadata"}`` of every entry, in key order."""
+        return self.all().rows()
+
+    # --- summary and maintenance ----------------------------------------------------------------------------
+    def info(self) -> StoreInfo:
         """A summary: entries, bytes, dtypes, shape ranges per ndim, metadata keys, shards, failed sources."""
         with self.engine.connect() as conn:
-            n, nbytes = conn.execute(select(func.count(), func.coalesce(func.sum(entries.c.nbytes), 0))).one()
-            dtypes = dict(conn.execute(select(entries.c.dtype, func.count()).group_by(entries.c.dtype)).all())
-            keys = [k for (k,) in conn.execute(text("SELECT DISTINCT key FROM meta_values ORDER BY key"))]
-            shard_count, shard_bytes = conn.execute(
-                select(func.count(), func.coalesce(func.sum(shards.c.size), 0)).select_from(shards)
-            ).one()
-            failures = conn.execute(text("SELECT path, error FROM sources WHERE status = 'failed' ORDER BY path")).all()
-            revision = migrate.current_revision(conn)
-        sel = self.all()
+            counts = summary(conn)
+        c = self.all().columns
         ranges: dict[int, tuple[list[int], list[int]]] = {}
-        c = sel._columns
         for nd in np.unique(c.ndim).tolist():
             rows = c.dims[c.ndim == nd, :nd]
             ranges[nd] = (rows.min(axis=0).tolist(), rows.max(axis=0).tolist())
-        return {
-            "root": str(self.root),
-            "revision": revision,
-            "entries": int(n),
-            "bytes": int(nbytes),
-            "dtypes": dtypes,
-            "shape_ranges": ranges,
-            "metadata_keys": keys,
-            "shards": int(shard_count),
-            "shard_bytes": int(shard_bytes),
-            "failed_sources": [{"path": p, "error": e} for p, e in failures],
-        }
+        failed = [{"path": p, "error": e} for p, e in counts.pop("failed_sources")]
+        return StoreInfo(
+            root=str(self.root), revision=self.revision(), shape_ranges=ranges, failed_sources=failed, **counts
+        )
 
-    # --- maintenance ------------------------------------------------------------------------------------------
     def gc(self) -> int:
-        """Reclaim dead shard bytes (see ``lardon_store.gc``); return the bytes freed. Takes the write lock."""
-        from .gc import gc_store
-
+        """Reclaim dead shard bytes (see ``gc_store``); return the bytes freed. Takes the write lock."""
         freed = gc_store(self.root)
         self.refresh()
         return freed
 
-    def verify(self):
+    def verify(self) -> VerifyReport:
         """Check every shard and entry checksum; return a VerifyReport naming damaged entries and sources."""
-        from .verify import verify_store
-
         return verify_store(self.root)
 
 
@@ -272,6 +188,36 @@ def open_store(path: str | os.PathLike, readonly: bool = True) -> Store:
 
 def migrate_store(path: str | os.PathLike) -> str:
     """Upgrade the catalog at ``path`` to this version's schema (a no-op when current); return its revision."""
-    store = Store(path, readonly=False)
-    with store.engine.connect() as conn:
-        return migrate.current_revision(conn) or ""
+    return Store(path, readonly=False).revision() or ""
+
+
+def compile(  # noqa: A001 - the public name, as in the seed project
+    source: str | os.PathLike,
+    target: str | os.PathLike,
+    callback: Callback = default_callback,
+    valid_exts: Sequence[str] | None = None,
+    *,
+    force: bool = False,
+    callback_version: str | None = None,
+    on_error: str = "raise",
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    progress: Callable[[int, int], None] | None = None,
+    workers: int = 0,
+) -> Store:
+    """Compile the files of ``source`` into the store at ``target`` and return it (read-only, holding no lock).
+
+    ``callback(path)`` returns ``(array, metadata_dict)`` or a list of such pairs. On an existing store only new and
+    changed sources run it, deleted ones are removed; ``force=True`` redoes everything, and so does a new
+    ``callback_version`` (by default a fingerprint of the callback's code). ``on_error="skip"`` records a failing
+    source in the catalog and goes on (it is retried next time); the default raises CallbackError.
+    ``workers=N`` runs the callbacks in N processes (the callback must pickle); the store is the same as with the
+    default ``workers=0``, which runs them in this process (so lambdas and local functions work).
+    The summary (a CompileSummary) is in the returned store's ``last_compile``.
+    """
+    summary = compile_store(
+        source, target, callback, valid_exts, force=force, callback_version=callback_version, on_error=on_error,
+        max_shard_bytes=max_shard_bytes, progress=progress, workers=workers,
+    )  # fmt: skip
+    store = Store(target, readonly=True)
+    store.last_compile = summary
+    return store

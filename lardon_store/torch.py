@@ -30,9 +30,9 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("lardon_store.torch needs PyTorch: install it with `pip install lardon_store[torch]`.") from exc
 
-from .batching import batch, check_mode
-from .indexing import randslice, resolve
-from .selection import Selection
+from .selection.batching import batch, check_mode
+from .selection.indexing import randslice, resolve
+from .selection.selection import Selection
 from .store import Store
 
 __all__ = ["Collate", "StoreDataset", "collate"]

@@ -8,7 +8,7 @@ Logging is not configured here: a library must not reconfigure its host's loggin
 from alembic import context
 from sqlalchemy import create_engine
 
-from lardon_store.catalog import metadata
+from lardon_store.catalog.schema import metadata
 
 config = context.config
 

@@ -1,4 +1,8 @@
-"""Fixtures and helpers shared by the tests: small source folders and stores built in tmp_path."""
+"""Fixtures and helpers shared by every test folder: small source folders and stores built in tmp_path.
+
+The test folders mirror the package's layers (format, io, catalog, query, selection, build, maintenance, front
+ends, architecture); helper modules live beside this file, on the path through ``pythonpath`` in pyproject.toml.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,9 @@ import numpy as np
 import pytest
 
 import lardon_store as ls
+from lardon_store.testing import write_sources
 
-
-def write_sources(folder: Path, arrays: dict[str, np.ndarray]) -> Path:
-    """Save each array as ``folder/<key>.npy`` (keys may contain '/'), and return the folder."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for key, array in arrays.items():
-        path = folder / f"{key}.npy"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, array)
-    return folder
+__all__ = ["sample_arrays", "sha256", "write_sources"]
 
 
 def sha256(path: Path) -> str:

@@ -93,9 +93,9 @@ def assert_entries_match_sources(root: Path, src: Path, before: dict | None = No
 CHILD = """
 import os, sys
 import lardon_store as ls
-import lardon_store.compiler as compiler
+import lardon_store.catalog.writer as writer
 import incremental_helpers as h
-compiler.BATCH_SOURCES = int(os.environ.get("LARDON_TEST_BATCH", "4"))
+writer.BATCH_SOURCES = int(os.environ.get("LARDON_TEST_BATCH", "4"))
 mode, src, dst = sys.argv[1:4]
 print("ready", flush=True)
 try:

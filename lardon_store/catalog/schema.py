@@ -1,0 +1,84 @@
+"""The catalog's tables, as SQLAlchemy Core ``Table`` objects.
+
+The tables are plain and documented (see README, "The catalog") so that a user can read a store with ``sqlite3`` or
+pandas. They are created and changed only by the Alembic revisions in ``migrations/``; this module describes the
+current head so that the code and the migrations can be compared (a test does).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+__all__ = ["entries", "meta_values", "metadata", "shards", "sources", "store_info"]
+
+metadata = MetaData()
+
+store_info = Table(
+    "store_info",
+    metadata,
+    Column("key", String, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+sources = Table(
+    "sources",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("path", String, nullable=False, unique=True),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("content_hash", String, nullable=True),
+    Column("callback_version", String, nullable=False),
+    Column("status", String, nullable=False),
+    Column("error", Text, nullable=True),
+)
+
+shards = Table(
+    "shards",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("path", String, nullable=False, unique=True),
+    Column("size", BigInteger, nullable=False),
+)
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String, nullable=False, unique=True),
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), nullable=True, index=True),
+    Column("shard_id", Integer, ForeignKey("shards.id"), nullable=False, index=True),
+    Column("offset", BigInteger, nullable=False),
+    Column("nbytes", BigInteger, nullable=False),
+    Column("dtype", String, nullable=False),
+    Column("shape", String, nullable=False),
+    Column("checksum", String, nullable=False),
+    Column("metadata", Text, nullable=False),
+)
+
+# One row per scalar metadata value, so that filters run on B-tree indexes: `num` holds ints and floats, `text`
+# strings; `type` is one of 'int', 'float', 'bool', 'str', 'null' (bools are stored in `num` as 0/1).
+meta_values = Table(
+    "meta_values",
+    metadata,
+    Column("entry_id", Integer, ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String, primary_key=True),
+    Column("type", String, nullable=False),
+    Column("num", Float, nullable=True),
+    Column("text", String, nullable=True),
+    # Covering: a filter on one key reads the matching entry ids (and types) from the index alone.
+    Index("ix_meta_values_key_num_entry", "key", "num", "type", "entry_id"),
+    Index("ix_meta_values_key_text_entry", "key", "text", "entry_id"),
+    Index("ix_meta_values_key_type", "key", "type"),
+)

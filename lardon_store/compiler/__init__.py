@@ -1,0 +1,1 @@
+"""Compiling: scanning sources, planning incremental work, running callbacks (here, in processes), writing."""

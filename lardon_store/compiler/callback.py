@@ -1,0 +1,77 @@
+"""What a compile callback is and returns: the default callback, its version fingerprint, and result checks.
+
+A callback maps a source path to ``(array, metadata)`` or a list of such pairs (several entries per source, keyed
+``<key>#0``, ``<key>#1``...). Its version (by default a fingerprint of its code) is stored with each source, so that
+a new version recompiles every source.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidDataError
+from ..format.codecs import dtype_to_descr
+from ..format.metadata import normalize
+
+__all__ = ["Callback", "callback_fingerprint", "default_callback", "prepare", "split_result"]
+
+Callback = Callable[[str], Any]
+
+
+def default_callback(path: str) -> tuple[np.ndarray, dict]:
+    """Load a ``.npy`` file (never a pickle) with empty metadata."""
+    return np.load(path, allow_pickle=False), {}
+
+
+def callback_fingerprint(callback: Callback) -> str:
+    """A version for ``callback``: its qualified name and a hash of its source code (when available).
+
+    A callable object is fingerprinted by its class, a ``functools.partial`` by its function and arguments.
+    """
+    target, extra = callback, ""
+    if isinstance(callback, functools.partial):
+        target, extra = callback.func, repr((callback.args, sorted(callback.keywords.items())))
+    if not (inspect.isfunction(target) or inspect.ismethod(target) or inspect.isbuiltin(target)):
+        target = type(target)
+    name = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', '?')}"
+    try:
+        code = inspect.getsource(target)
+    except (OSError, TypeError):
+        code = ""
+    return f"{name}:{hashlib.sha256((code + extra).encode()).hexdigest()[:16]}"
+
+
+def split_result(result: Any, where: str) -> list[tuple[str, np.ndarray, dict]]:
+    """(key suffix, array, metadata) items of a callback's result: one ``(array, dict)`` pair or a list of pairs."""
+    if isinstance(result, tuple) and len(result) == 2 and (result[1] is None or isinstance(result[1], dict)):
+        return [("", result[0], result[1])]
+    if isinstance(result, list):
+        items = []
+        for i, item in enumerate(result):
+            if not (isinstance(item, tuple) and len(item) == 2):
+                raise InvalidDataError(f"{where}: item {i} of the callback's list is not an (array, metadata) pair.")
+            items.append((f"#{i}", item[0], item[1]))
+        return items
+    raise InvalidDataError(
+        f"{where}: the callback returned {type(result).__name__}; it must return (array, metadata_dict) or a list "
+        "of such pairs."
+    )
+
+
+def prepare(array: Any, metadata: Any, where: str) -> tuple[np.ndarray, dict]:
+    """A storable (array, metadata) pair, or InvalidDataError naming ``where``."""
+    if not isinstance(array, np.ndarray):
+        if isinstance(array, np.generic) or isinstance(array, (int, float, bool, complex, list)):
+            array = np.asarray(array)
+        else:
+            raise InvalidDataError(
+                f"{where}: the callback returned {type(array).__name__} as data; return a numpy array."
+            )
+    dtype_to_descr(array.dtype, where)
+    return array, normalize(metadata, where)

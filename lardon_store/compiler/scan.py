@@ -1,0 +1,92 @@
+"""Scanning a source folder: its files in a deterministic order, their stats and content hashes, their entry keys.
+
+Hidden files and folders (a leading ``.``) are skipped, links to folders are not followed, and the store folder is
+skipped when it lies inside the source. Paths are relative, POSIX, sorted: the same order on every filesystem. A
+source's entry key is its relative path without its extension (``sub/a.npy`` -> ``sub/a``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from ..errors import InvalidDataError
+
+__all__ = ["check_keys", "entry_key", "file_hash", "scan", "scan_stats"]
+
+
+def file_hash(path: Path) -> str:
+    """The content hash kept for a source file (SHA-256: the fastest strong hash in hashlib on common CPUs)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def scan_stats(source: Path, valid_exts: Sequence[str] | None, exclude: Path | None) -> dict[str, tuple[int, int]]:
+    """Relative POSIX path → (size, mtime_ns) of each source file (hidden files and folders skipped).
+
+    One ``scandir`` pass with string paths: on 10,000 files this is most of a no-change recompile's time.
+    """
+    exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in valid_exts} if valid_exts else None
+    excluded = os.path.realpath(exclude) if exclude is not None else None
+    found: dict[str, tuple[int, int]] = {}
+    pending = [(os.fspath(source), "")]
+    while pending:
+        folder, prefix = pending.pop()
+        with os.scandir(folder) as it:
+            for item in it:
+                name = item.name
+                if name.startswith("."):
+                    continue
+                if item.is_dir():
+                    # Like os.walk: links to folders are not followed, and the store itself is skipped.
+                    if not item.is_symlink() and (excluded is None or os.path.realpath(item.path) != excluded):
+                        pending.append((item.path, prefix + name + "/"))
+                    continue
+                if exts is not None and os.path.splitext(name)[1].lower() not in exts:
+                    continue
+                try:
+                    st = item.stat()
+                except FileNotFoundError:  # a dangling link, or a file removed while scanning
+                    continue
+                found[prefix + name] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+def scan(source: Path, valid_exts: Sequence[str] | None, exclude: Path | None) -> list[str]:
+    """Relative POSIX paths of the source files, sorted: the same order on every filesystem."""
+    return sorted(scan_stats(source, valid_exts, exclude))
+
+
+def entry_key(relpath: str) -> str:
+    """The key of a source's entry: its relative path without extension."""
+    slash, dot = relpath.rfind("/"), relpath.rfind(".")
+    # As os.path.splitext (a name's leading dots start no extension), without its cost on 10,000 paths.
+    if dot > slash + 1 and relpath[slash + 1 : dot].strip("."):
+        return relpath[:dot]
+    return relpath
+
+
+def check_keys(files: Iterable[str]) -> None:
+    """Refuse source names that are not UTF-8 or that would share an entry key, before anything runs."""
+    files = list(files)
+    for rel in files:
+        if not rel.isascii():
+            try:
+                rel.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidDataError(
+                    f"source file {rel!r}: its name is not valid UTF-8, so it cannot be an entry key: rename it."
+                ) from None
+    if len({entry_key(rel) for rel in files}) == len(files):
+        return
+    seen: dict[str, str] = {}
+    for rel in files:
+        key = entry_key(rel)
+        if key in seen:
+            raise InvalidDataError(
+                f"source files {seen[key]!r} and {rel!r} would both store entry {key!r}: rename one, or narrow "
+                "valid_exts."
+            )
+        seen[key] = rel

@@ -1,0 +1,118 @@
+"""Entry metadata: what a callback may return, and how it is kept in the catalog.
+
+Metadata is a dict with identifier keys (``^[A-Za-z_][A-Za-z0-9_]*$``) and JSON values: None, bool, int, float
+(finite), str, and lists or dicts of those. numpy scalars become Python numbers. The whole dict is stored as JSON
+(``entries.metadata``); each top-level scalar also becomes a row of ``meta_values`` so that filters use indexes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import numpy as np
+
+from ..errors import CorruptStoreError, InvalidDataError
+
+__all__ = ["KEY_PATTERN", "from_json", "is_key", "normalize", "scalar_rows", "to_json"]
+
+KEY_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # used with fullmatch: "$" would accept "a\n"
+
+
+def is_key(key: Any) -> bool:
+    """Whether ``key`` is a valid metadata key (an ASCII identifier)."""
+    return isinstance(key, str) and KEY_PATTERN.fullmatch(key) is not None
+
+
+def _clean(value: Any, where: str, path: str) -> Any:
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.generic) and not isinstance(value, (np.str_, np.bytes_, np.void, np.datetime64)):
+        value = value.item()
+        if isinstance(value, complex):
+            raise InvalidDataError(f"{where}: metadata {path} is complex ({value!r}): store its real and imag parts.")
+        return _clean(value, where, path)
+    if isinstance(value, np.str_):
+        return str(value)
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise InvalidDataError(
+                f"{where}: metadata {path} is an integer beyond 64 bits ({value}): SQLite cannot index it; store it "
+                "as a string."
+            )
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidDataError(
+                f"{where}: metadata {path} is {value!r}: NaN and infinity cannot be queried; use None for a "
+                "missing value."
+            )
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_clean(v, where, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InvalidDataError(f"{where}: metadata {path} has a non-string key {k!r}: use string keys.")
+            out[k] = _clean(v, where, f"{path}[{k!r}]")
+        return out
+    hint = " (use .tolist())" if isinstance(value, np.ndarray) else ""
+    raise InvalidDataError(
+        f"{where}: metadata {path} has unsupported type {type(value).__name__}{hint}: use None, bool, int, float, "
+        "str, or lists and dicts of those."
+    )
+
+
+def normalize(metadata: Any, where: str) -> dict[str, Any]:
+    """A clean copy of ``metadata`` (a dict), or InvalidDataError naming ``where`` and the key at fault."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise InvalidDataError(f"{where}: metadata must be a dict, not {type(metadata).__name__}.")
+    out = {}
+    for key, value in metadata.items():
+        if not is_key(key):
+            raise InvalidDataError(
+                f"{where}: metadata key {key!r} is not an identifier: keys must match {KEY_PATTERN.pattern} "
+                "(rename it, e.g. with underscores)."
+            )
+        out[key] = _clean(value, where, repr(key))
+    return out
+
+
+def to_json(metadata: dict[str, Any]) -> str:
+    """The JSON text stored in ``entries.metadata``."""
+    return json.dumps(metadata, allow_nan=False, separators=(",", ":"), sort_keys=True)
+
+
+def scalar_rows(metadata: dict[str, Any]) -> list[tuple[str, str, float | None, str | None]]:
+    """(key, type, num, text) for each top-level scalar: the rows of ``meta_values``."""
+    rows = []
+    for key, value in metadata.items():
+        if value is None:
+            rows.append((key, "null", None, None))
+        elif isinstance(value, bool):
+            rows.append((key, "bool", float(value), None))
+        elif isinstance(value, int):
+            rows.append((key, "int", float(value), None))
+        elif isinstance(value, float):
+            rows.append((key, "float", value, None))
+        elif isinstance(value, str):
+            rows.append((key, "str", None, value))
+    return rows
+
+
+def from_json(raw: Any, where: str) -> dict[str, Any]:
+    """The metadata dict of an ``entries.metadata`` text; CorruptStoreError naming ``where`` if it is not an object."""
+    try:
+        found = json.loads(raw) if isinstance(raw, str) else None
+    except (ValueError, RecursionError):
+        found = None
+    if not isinstance(found, dict):
+        raise CorruptStoreError(
+            f"{where} has malformed metadata {raw!r:.80}: it must be a JSON object; run `lardon-store verify`."
+        )
+    return found

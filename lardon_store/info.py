@@ -1,0 +1,43 @@
+"""``StoreInfo``: the summary ``Store.info()`` returns, and its human-readable form (what ``lardon-store info``
+prints)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["StoreInfo"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreInfo:
+    """A store's summary: entries, bytes, dtypes, shape ranges per ndim, metadata keys, shards, failed sources."""
+
+    root: str
+    revision: str | None
+    entries: int
+    bytes: int
+    dtypes: dict[str, int]
+    shape_ranges: dict[int, tuple[list[int], list[int]]]  # ndim -> (min, max) size of each axis
+    metadata_keys: list[str]
+    shards: int
+    shard_bytes: int
+    failed_sources: list[dict[str, str]] = field(default_factory=list)  # {"path": ..., "error": ...}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as plain JSON-ready values (``lardon-store info --json``)."""
+        return asdict(self)
+
+    def __str__(self) -> str:
+        lines = [
+            f"store      {self.root} (catalog revision {self.revision})",
+            f"entries    {self.entries:,} ({self.bytes / 1e6:,.1f} MB in {self.shards} shard(s))",
+            "dtypes     " + ", ".join(f"{d}: {n:,}" for d, n in sorted(self.dtypes.items())),
+        ]
+        for nd, (lo, hi) in sorted(self.shape_ranges.items()):
+            dims = ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in zip(lo, hi))
+            lines.append(f"shapes     {nd}-d: ({dims})")
+        lines.append("metadata   " + (", ".join(self.metadata_keys) or "(none)"))
+        for failure in self.failed_sources:
+            lines.append(f"FAILED     {failure['path']}: {failure['error']}")
+        return "\n".join(lines)

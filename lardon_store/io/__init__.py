@@ -1,0 +1,1 @@
+"""File I/O: shard writer and reader, the single-writer lock, crash points for the crash tests."""

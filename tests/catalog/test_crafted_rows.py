@@ -1,0 +1,204 @@
+"""Crafted or damaged catalog rows: reading them raises CorruptStoreError naming the entry, never crashes.
+
+Each case edits the catalog with sqlite3 directly, then reads in a subprocess, so that a segfault or SIGBUS (what
+numpy does with some of these rows) would show as a signal instead of killing the test run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_sources
+
+import lardon_store as ls
+
+ROOT = Path(__file__).resolve().parents[2]
+VICTIM = "victim_entry"
+
+READER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import lardon_store as ls
+
+    store = ls.open(sys.argv[1])
+    try:
+        for i in range(len(store)):
+            np.asarray(store.entry(i)[...])
+            store[i]
+    except ls.CorruptStoreError as exc:
+        print("CORRUPT:", exc)
+        sys.exit(0)
+    print("READ WITHOUT ERROR")
+    sys.exit(2)
+    """
+)
+
+
+@pytest.fixture
+def victim_store(tmp_path) -> Path:
+    arrays = {"a": np.arange(10.0), VICTIM: np.arange(24, dtype=np.int32).reshape(4, 6), "z": np.ones((3, 3))}
+    # One shard per entry, so that damage to the victim's shard is met first when reading the victim.
+    store = ls.compile(write_sources(tmp_path / "raw", arrays), tmp_path / "store", valid_exts=[".npy"],
+                       max_shard_bytes=1)  # fmt: skip
+    assert store.info().shards == 3
+    return tmp_path / "store"
+
+
+def edit(store: Path, sql: str, *params) -> None:
+    with sqlite3.connect(store / "catalog.sqlite") as conn:
+        assert conn.execute(sql, params).rowcount >= 1
+    conn.close()
+
+
+def victim_row(store: Path) -> dict:
+    with sqlite3.connect(store / "catalog.sqlite") as conn:
+        conn.row_factory = sqlite3.Row
+        row = dict(conn.execute("SELECT * FROM entries WHERE key = ?", (VICTIM,)).fetchone())
+    conn.close()
+    return row
+
+
+def read_in_subprocess(store: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-c", READER, str(store)], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def assert_refused(store: Path, *also: str, key: str = VICTIM) -> None:
+    result = read_in_subprocess(store)
+    assert result.returncode >= 0, f"the reader died of signal {-result.returncode}: {result.stderr}"
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "CORRUPT:" in result.stdout
+    assert repr(key) in result.stdout, result.stdout
+    for text in also:
+        assert text in result.stdout, result.stdout
+
+
+# The SET clause of an UPDATE of the victim's row, per case.
+ENTRY_CASES = {
+    "object_dtype": "dtype = '|O'",
+    "object_dtype_o8": "dtype = '|O8'",
+    "structured_with_object": "dtype = '[(''a'', ''<i4''), (''o'', ''|O'')]'",
+    "void_dtype": "dtype = '|V8'",
+    "unicode_dtype": "dtype = '<U4'",
+    "no_byte_order": "dtype = 'i4'",
+    "datetime_dtype": "dtype = '<M8'",
+    "shape_larger_than_shard": "shape = '[1000000, 6]', nbytes = 24000000",
+    "shape_larger_same_nbytes": "shape = '[1000000, 6]'",
+    "negative_dimension": "shape = '[-4, -6]'",
+    "overflowing_dimensions": "shape = '[4611686018427387904, 4]', nbytes = 0",
+    "too_many_dimensions": "shape = '[' || substr(replace(hex(zeroblob(70)), '00', '1,'), 1, 139) || ']', nbytes = 4",
+    "float_dimension": "shape = '[4.0, 6]'",
+    "bool_dimension": "shape = '[true, 96]', nbytes = 384",
+    "malformed_shape": "shape = '[4, 6'",
+    "shape_not_a_list": "shape = '{\"a\": 1}'",
+    "negative_offset": '"offset" = -64',
+    "offset_past_shard": '"offset" = "offset" + 1000000',
+    "text_offset": "\"offset\" = 'abc'",
+    "nbytes_mismatch": "nbytes = nbytes - 8",
+    "negative_nbytes": "nbytes = -96",
+    "unknown_shard": "shard_id = 999",
+    # The whole-column read of every entry must refuse what the row-by-row check refuses.
+    "leading_zero_dimension": "shape = '[04, 6]'",
+    "real_offset": '"offset" = "offset" + 0.5',
+    "nul_in_dtype": "dtype = '<i4' || char(0)",
+    "nul_in_shape": "shape = '[4,6]' || char(0) || '[1]'",
+    "huge_offset_text": "\"offset\" = '99999999999999999999'",
+}
+
+
+@pytest.mark.parametrize("case", sorted(ENTRY_CASES))
+def test_crafted_entry_row(victim_store, case):
+    edit(victim_store, f"UPDATE entries SET {ENTRY_CASES[case]} WHERE key = ?", VICTIM)
+    assert_refused(victim_store)
+
+
+def _victim_shard_id(store: Path) -> int:
+    return victim_row(store)["shard_id"]
+
+
+def victim_shard(store: Path) -> str:
+    """The file name of the victim's shard."""
+    with sqlite3.connect(store / "catalog.sqlite") as conn:
+        (path,) = conn.execute("SELECT path FROM shards WHERE id = ?", (_victim_shard_id(store),)).fetchone()
+    conn.close()
+    return Path(path).name
+
+
+def test_shape_texts_that_only_parse_together(victim_store):
+    """'[4,6],[3' then '3]' join into valid JSON: each text must still be checked on its own."""
+    edit(victim_store, "UPDATE entries SET shape = '[4,6],[3' WHERE key = ?", VICTIM)
+    edit(victim_store, "UPDATE entries SET shape = '3]' WHERE key = 'z'")
+    assert_refused(victim_store)
+
+
+@pytest.mark.parametrize("value", ["'not json'", "'[1, 2]'", "'{\"a\": '", "42", "x'00ff'"])
+def test_crafted_metadata(victim_store, value):
+    """Metadata is never mapped, so this one reads in-process."""
+    edit(victim_store, f"UPDATE entries SET metadata = {value} WHERE key = ?", VICTIM)
+    store = ls.open(victim_store)
+    assert store.entry(0).metadata == {}
+    for read in (lambda: store.entry(1).metadata, lambda: store.metadata(1)):
+        with pytest.raises(ls.CorruptStoreError) as info:
+            read()
+        assert repr(VICTIM) in str(info.value)
+
+
+def test_offset_plus_nbytes_past_the_shard_size(victim_store):
+    row = victim_row(victim_store)
+    edit(victim_store, "UPDATE shards SET size = ? WHERE id = ?", row["offset"] + row["nbytes"] - 1, row["shard_id"])
+    assert_refused(victim_store)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["blobs/../../outside.bin", "../outside/shard-000001.bin", "/etc/passwd", "blobs/shard-1.bin", "blobs\\x.bin"],
+)
+def test_shard_path_leaving_the_store(victim_store, path):
+    outside = victim_store.parent / "outside.bin"
+    shutil.copy(victim_store / "blobs" / victim_shard(victim_store), outside)
+    edit(victim_store, "UPDATE shards SET path = ? WHERE id = ?", path, _victim_shard_id(victim_store))
+    assert_refused(victim_store)
+
+
+def test_symlink_shard_pointing_out_of_the_store(victim_store):
+    shard = victim_store / "blobs" / victim_shard(victim_store)
+    outside = victim_store.parent / "outside.bin"
+    shutil.move(shard, outside)
+    os.symlink(outside, shard)
+    assert_refused(victim_store)
+
+
+def test_symlink_blobs_folder_pointing_out_of_the_store(victim_store):
+    outside = victim_store.parent / "outside-blobs"
+    shutil.move(victim_store / "blobs", outside)
+    os.symlink(outside, victim_store / "blobs")
+    assert_refused(victim_store, key="a")  # every shard is out now: the first entry read is named
+
+
+def test_truncated_shard_file(victim_store):
+    shard = victim_store / "blobs" / victim_shard(victim_store)
+    row = victim_row(victim_store)
+    os.truncate(shard, row["offset"] + 8)
+    assert_refused(victim_store, "truncated")
+
+
+def test_missing_shard_file(victim_store):
+    (victim_store / "blobs" / victim_shard(victim_store)).unlink()
+    assert_refused(victim_store, "missing")
+
+
+def test_untouched_store_reads_in_the_subprocess(victim_store):
+    """The harness itself: an intact store reads without error (so the cases above can fail)."""
+    result = read_in_subprocess(victim_store)
+    assert result.returncode == 2 and "READ WITHOUT ERROR" in result.stdout, result.stdout + result.stderr

@@ -1,0 +1,265 @@
+"""The catalog's schema: Alembic revisions agree with the tables, upgrade and downgrade, refuse what this version
+cannot read without touching it, and work from an installed wheel."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from conftest import sha256
+
+import lardon_store as ls
+from lardon_store.catalog import migrate, schema
+from lardon_store.format.layout import APPLICATION_ID, CATALOG_NAME
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def catalog_hashes(store: Path) -> tuple[str, bytes]:
+    """SHA-256 of the catalog file, and what its write-ahead log holds (a read-only open may create an empty
+    -wal and a -shm index, but must write no page)."""
+    wal = store / (CATALOG_NAME + "-wal")
+    return sha256(store / CATALOG_NAME), wal.read_bytes() if wal.exists() else b""
+
+
+def stamp(store: Path, revision: str | None) -> None:
+    """Write ``revision`` into alembic_version with plain sqlite3 (as another program would)."""
+    conn = sqlite3.connect(store / CATALOG_NAME)
+    with conn:
+        conn.execute("DELETE FROM alembic_version")
+        if revision is not None:
+            conn.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (revision,))
+    conn.close()
+
+
+def run_alembic(engine, action, *args) -> None:
+    with engine.begin() as conn:
+        config = migrate.alembic_config()
+        config.attributes["connection"] = conn
+        action(config, *args)
+
+
+def test_migrations_match_the_tables(store):
+    with store.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), schema.metadata) == []
+        assert migrate.current_revision(conn) == migrate.head_revision()
+
+
+def test_exactly_one_head():
+    script = ScriptDirectory.from_config(migrate.alembic_config())
+    assert len(script.get_heads()) == 1
+    assert script.get_current_head() == migrate.head_revision()
+    assert migrate.migrations_dir() == ROOT / "migrations"  # from a checkout, the top-level folder
+
+
+def test_downgrade_to_base_and_up_again(store_path):
+    writable = ls.open(store_path, readonly=False)
+    run_alembic(writable.engine, command.downgrade, "base")
+    with writable.engine.connect() as conn:
+        assert migrate.current_revision(conn) is None
+        tables = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert tables <= {"alembic_version"}
+    run_alembic(writable.engine, command.upgrade, "head")
+    with writable.engine.connect() as conn:
+        assert migrate.current_revision(conn) == migrate.head_revision()
+        assert compare_metadata(MigrationContext.configure(conn), schema.metadata) == []
+
+
+@pytest.mark.parametrize("readonly", [True, False])
+def test_unknown_newer_revision_is_refused_untouched(store_path, readonly):
+    stamp(store_path, "9999_from_the_future")
+    before = catalog_hashes(store_path)
+    with pytest.raises(ls.IncompatibleSchemaError) as info:
+        ls.open(store_path, readonly=readonly)
+    assert "9999_from_the_future" in str(info.value) and str(store_path) in str(info.value)
+    assert catalog_hashes(store_path) == before
+
+
+def test_compiling_into_a_newer_catalog_is_refused_untouched(store_path, source_dir):
+    stamp(store_path, "9999_from_the_future")
+    before = catalog_hashes(store_path)
+    np.save(source_dir / "new.npy", np.ones(3))
+    with pytest.raises(ls.IncompatibleSchemaError):
+        ls.compile(source_dir, store_path, valid_exts=[".npy"])
+    with pytest.raises(ls.IncompatibleSchemaError):
+        ls.migrate_store(store_path)
+    assert catalog_hashes(store_path) == before
+
+
+def test_a_file_that_is_not_a_catalog_is_refused_untouched(tmp_path):
+    (tmp_path / "other").mkdir()
+    path = tmp_path / "other" / CATALOG_NAME
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA application_id = 1234")
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    before = sha256(path)
+    for readonly in (True, False):
+        with pytest.raises(ls.IncompatibleSchemaError):
+            ls.open(tmp_path / "other", readonly=readonly)
+    assert sha256(path) == before
+
+
+def test_missing_catalog_raises_store_not_found(tmp_path):
+    with pytest.raises(ls.StoreNotFoundError) as info:
+        ls.open(tmp_path)
+    assert isinstance(info.value, FileNotFoundError)
+    assert "compile" in str(info.value)
+
+
+@pytest.fixture
+def newer_migrations(tmp_path, monkeypatch) -> str:
+    """A copy of the migrations with one more revision, so that stores made by the real head are 'older'."""
+    copy = tmp_path / "migrations"
+    shutil.copytree(migrate.migrations_dir(), copy, ignore=shutil.ignore_patterns("__pycache__"))
+    head = migrate.head_revision()
+    (copy / "versions" / "9000_test_extra.py").write_text(
+        textwrap.dedent(
+            f'''
+            """test-only revision: one more table"""
+            import sqlalchemy as sa
+            from alembic import op
+
+            revision = "9000_test"
+            down_revision = {head!r}
+            branch_labels = None
+            depends_on = None
+
+
+            def upgrade():
+                op.create_table("test_extra", sa.Column("id", sa.Integer(), primary_key=True))
+
+
+            def downgrade():
+                op.drop_table("test_extra")
+            '''
+        )
+    )
+    monkeypatch.setattr(migrate, "migrations_dir", lambda: copy)
+    assert migrate.head_revision() == "9000_test"
+    return "9000_test"
+
+
+def test_read_only_open_of_an_older_catalog_says_to_migrate(store_path, newer_migrations):
+    before = catalog_hashes(store_path)
+    with pytest.raises(ls.SchemaOutdatedError) as info:
+        ls.open(store_path)
+    message = str(info.value)
+    assert f"lardon-store migrate {store_path}" in message
+    assert catalog_hashes(store_path) == before
+    assert ls.migrate_store(store_path) == newer_migrations
+    store = ls.open(store_path)
+    assert len(store) == 5
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM test_extra").scalar() == 0
+
+
+def test_writable_open_upgrades_an_older_catalog(store_path, arrays, newer_migrations):
+    store = ls.open(store_path, readonly=False)
+    with store.engine.connect() as conn:
+        assert migrate.current_revision(conn) == newer_migrations
+    for i, key in enumerate(store.keys):
+        np.testing.assert_array_equal(store[i], arrays[key])
+
+
+def test_read_only_open_of_a_catalog_downgraded_to_base_says_to_migrate(store_path):
+    run_alembic(ls.open(store_path, readonly=False).engine, command.downgrade, "base")
+    with pytest.raises(ls.SchemaOutdatedError) as info:
+        ls.open(store_path)
+    assert "lardon-store migrate" in str(info.value)
+    assert ls.migrate_store(store_path) == migrate.head_revision()
+    assert len(ls.open(store_path)) == 0
+
+
+def test_sqlite_settings(store_path):
+    path = store_path / CATALOG_NAME
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+    store = ls.open(store_path)
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
+
+
+def test_read_only_store_cannot_write(store):
+    with store.engine.connect() as conn:
+        with pytest.raises(Exception, match="readonly"):
+            conn.exec_driver_sql("DELETE FROM entries")
+
+
+INSTALLED_CHECK = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    import numpy as np
+    import lardon_store as ls
+    from lardon_store.catalog import migrate
+
+    here = Path.cwd()
+    assert Path(ls.__file__).is_relative_to(Path(sys.prefix)), ls.__file__
+    assert migrate.migrations_dir() == Path(ls.__file__).parent / "migrations", migrate.migrations_dir()
+    (here / "raw").mkdir()
+    for i in range(3):
+        np.save(here / "raw" / f"x{i}.npy", np.arange(i + 2, dtype=np.float32))
+    store = ls.compile("raw", "store", valid_exts=[".npy"])
+    again = ls.open("store")
+    assert again.keys == ["x0", "x1", "x2"], again.keys
+    assert again[2, 1:].tolist() == [1.0, 2.0, 3.0]
+    print("INSTALLED OK", migrate.head_revision())
+    """
+)
+
+
+@pytest.mark.slow
+def test_wheel_ships_migrations_and_works_when_installed(tmp_path):
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(ROOT)],
+        check=True,
+        timeout=300,
+    )
+    (wheel,) = dist.glob("lardon_store-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "lardon_store/migrations/env.py" in names
+    assert any(n.startswith("lardon_store/migrations/versions/") and n.endswith(".py") for n in names)
+    assert "lardon_store/migrations/script.py.mako" in names
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = venv / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)],
+        check=True,
+        timeout=600,
+        env=env,
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = subprocess.run(
+        [str(python), "-c", INSTALLED_CHECK], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "INSTALLED OK" in result.stdout
+    info = subprocess.run(
+        [str(venv / "bin" / "lardon-store"), "info", "store"], cwd=elsewhere, env=env, capture_output=True, text=True
+    )
+    assert info.returncode == 0, info.stderr
+    assert "entries    3" in info.stdout

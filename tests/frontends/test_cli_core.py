@@ -1,0 +1,128 @@
+"""The ``lardon-store`` command: every subcommand has help text, and compile/info work through ``main``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lardon_store as ls
+from lardon_store import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_top_level_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "lardon-store" in out
+    for name in cli.COMMANDS:
+        assert name in out
+
+
+def test_every_registered_command_is_in_the_parser():
+    parser = cli.build_parser()
+    # (argparse has no public list of its subparsers: _actions is the only way to reach them)
+    (sub,) = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+    assert set(sub.choices) == set(cli.COMMANDS)
+
+
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_each_command_has_help_and_an_example(name, capsys):
+    short_help, function = cli.COMMANDS[name]
+    assert short_help.strip()
+    assert function.__doc__ and "Example:" in function.__doc__ and "Python twin" in function.__doc__
+    with pytest.raises(SystemExit) as info:
+        cli.main([name, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"lardon-store {name}" in out
+    assert "Example:" in out
+
+
+def test_help_through_python_m():
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run(
+        [sys.executable, "-m", "lardon_store.cli", "--help"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "compile" in result.stdout and "info" in result.stdout
+
+
+def test_compile_then_info(source_dir, arrays, tmp_path, capsys):
+    dst = tmp_path / "cli-store"
+    assert cli.main(["compile", str(source_dir), str(dst), "--ext", ".npy", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(arrays)} new" in out
+    store = ls.open(dst)
+    assert store.keys == sorted(arrays)
+    for i, key in enumerate(store.keys):
+        np.testing.assert_array_equal(store[i], arrays[key])
+
+    assert cli.main(["info", str(dst)]) == 0
+    out = capsys.readouterr().out
+    assert f"entries    {len(arrays)}" in out
+    for descr in {a.dtype.str for a in arrays.values()}:
+        assert descr in out
+    assert "2-d: (0..4, 4..9)" in out  # the 2-d entries are (4, 6), (3, 9) and (0, 4)
+
+    assert cli.main(["info", str(dst), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["entries"] == len(arrays)
+    assert info["bytes"] == sum(a.nbytes for a in arrays.values())
+
+    # A second compile finds nothing to do.
+    assert cli.main(["compile", str(source_dir), str(dst), "--ext", ".npy", "--quiet"]) == 0
+    assert f"0 new, 0 changed, {len(arrays)} unchanged" in capsys.readouterr().out
+
+
+def test_compile_with_a_callback_module(tmp_path, monkeypatch, capsys):
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "my_loaders.py").write_text(
+        textwrap.dedent(
+            """
+            import numpy as np
+
+            def load(path):
+                return np.arange(4.0), {"instrument": "violin", "pitch": 60}
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "one.txt").write_text("x")
+    (tmp_path / "raw" / "skip.npy").write_text("x")
+    dst = tmp_path / "store"
+    argv = ["compile", str(tmp_path / "raw"), str(dst), "--callback", "my_loaders:load", "--ext", "txt", "--quiet"]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    store = ls.open(dst)
+    assert store.keys == ["one"]
+    assert store.entry(0).metadata == {"instrument": "violin", "pitch": 60}
+    assert cli.main(["info", str(dst)]) == 0
+    assert "instrument, pitch" in capsys.readouterr().out
+
+
+def test_errors_are_reported_not_raised(tmp_path, capsys):
+    assert cli.main(["info", str(tmp_path / "nowhere")]) == 1
+    err = capsys.readouterr().err
+    assert "lardon-store info: error:" in err and "nowhere" in err
+    (tmp_path / "raw").mkdir()
+    np.save(tmp_path / "raw" / "bad.npy", np.array(["text"]))
+    assert cli.main(["compile", str(tmp_path / "raw"), str(tmp_path / "s"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "bad.npy" in err
+
+
+def test_bad_callback_spec_exits_with_a_message(tmp_path):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["compile", str(tmp_path), str(tmp_path / "s"), "--callback", "no_colon_here", "--quiet"])
+    assert "module:function" in str(info.value.code)
