@@ -288,9 +288,10 @@ def columns_from_texts(
     if dims.shape[1] > MAX_NDIM or (dims.size and dims.max() >= MAX_NBYTES):
         return None
     itemsize = np.array([d.itemsize for d in dtypes], np.int64)[codes]
-    if (np.prod(dims.astype(np.float64), axis=1) * itemsize > MAX_NBYTES).any():
+    used = np.where(np.arange(dims.shape[1]) < ndims[:, None], dims, 1)  # (padding is not a dimension)
+    if (np.prod(used.astype(np.float64), axis=1) * itemsize > MAX_NBYTES).any():
         return None
-    if not (np.prod(dims, axis=1) * itemsize == nb).all():
+    if not (np.prod(used, axis=1) * itemsize == nb).all():
         return None
     shard_pos = np.searchsorted(shard_ids, sid)
     sizes = np.array([shards[x][1] for x in shard_ids], np.int64)
