@@ -1,7 +1,8 @@
 """Fixtures and helpers shared by every test folder: small source folders and stores built in tmp_path.
 
 The test folders mirror the package's layers (format, io, catalog, handle, query, selection, compiler,
-maintenance, facade, frontends) plus architecture (layers and docs); helper modules live beside this file, on the path through ``pythonpath`` in pyproject.toml.
+maintenance, facade, frontends) plus architecture (layers and docs); helper modules live beside this file, on
+the path through ``pythonpath`` in pyproject.toml.
 """
 
 from __future__ import annotations
