@@ -117,7 +117,7 @@ def plan(
 
 
 def compile_store(
-    source: str | os.PathLike | None,
+    source: str | os.PathLike,
     target: str | os.PathLike,
     callback: Callback = default_callback,
     valid_exts: Sequence[str] | None = None,
