@@ -58,7 +58,8 @@ class VerifyReport:
 
     @property
     def damaged_sources(self) -> list[str]:
-        """The source files to recompile (touch them or pass ``force=True``), sorted."""
+        """The source files to recompile, sorted (compile with ``force=True``: a touch alone does not, as the
+        content hash is unchanged)."""
         return sorted({d.source for d in self.damaged if d.source is not None})
 
     def __str__(self) -> str:
