@@ -208,11 +208,15 @@ def _bulk_catalog(work: Path, n: int) -> Path:
         "SELECT shard_id, offset, nbytes, checksum FROM entries"
     ).fetchone()
     with con:
+        first, born = con.execute("SELECT max(id) + 1, max(born) FROM entries").fetchone()
         con.executemany(
-            "INSERT INTO entries (key, source_id, shard_id, offset, nbytes, dtype, shape, checksum, metadata) "
-            "VALUES (?, NULL, ?, ?, ?, '<f4', '[4]', ?, ?)",
-            ((f"k{i:07d}", shard_id, offset, nbytes, checksum, f'{{"i": {i}}}') for i in range(1, n)),
-        )
+            "INSERT INTO entries (id, key, source_id, shard_id, offset, nbytes, dtype, shape, checksum, metadata, "
+            "born) "
+            "VALUES (?, ?, NULL, ?, ?, ?, '<f4', '[4]', ?, ?, ?)",
+            ((first + i - 1, f"k{i:07d}", shard_id, offset, nbytes, checksum, f'{{"i": {i}}}', born)
+             for i in range(1, n)),
+        )  # fmt: skip
+        con.execute("UPDATE store_info SET value = ? WHERE key = 'next_entry_id'", (str(first + n),))
         con.executemany(
             "INSERT INTO meta_values (entry_id, key, type, num, text) VALUES (?, 'i', 'int', ?, NULL)",
             ((eid, eid) for (eid,) in con.execute("SELECT id FROM entries").fetchall()),

@@ -7,6 +7,8 @@ from .errors import (
     CallbackError,
     CorruptStoreError,
     EntryNotFoundError,
+    GenerationExpiredError,
+    GenerationNotFoundError,
     IncompatibleSchemaError,
     InvalidDataError,
     LardonStoreError,
@@ -15,12 +17,14 @@ from .errors import (
     QueryError,
     ReadOnlyStoreError,
     SchemaOutdatedError,
+    ShardMissingError,
+    StoreIOError,
     StoreLockedError,
     StoreNotFoundError,
     StoreWriteError,
     UnsafeLegacyCatalogError,
 )
-from .info import StoreInfo
+from .info import Generation, StoreInfo
 from .lardon import LardonParser, checkdir, parse_folder
 from .legacy import import_lardon
 from .maintenance.gc import gc_store
@@ -40,6 +44,9 @@ __all__ = [
     "Damage",
     "Entry",
     "EntryNotFoundError",
+    "Generation",
+    "GenerationExpiredError",
+    "GenerationNotFoundError",
     "Expr",
     "IncompatibleSchemaError",
     "InvalidDataError",
@@ -50,8 +57,10 @@ __all__ = [
     "QueryError",
     "ReadOnlyStoreError",
     "SchemaOutdatedError",
+    "ShardMissingError",
     "Selection",
     "Store",
+    "StoreIOError",
     "StoreLockedError",
     "StoreInfo",
     "StoreNotFoundError",

@@ -12,7 +12,7 @@ from .compiler.callback import default_callback
 from .demo import run_demo
 from .errors import LardonStoreError
 from .legacy import import_lardon
-from .maintenance.gc import gc_store
+from .maintenance.gc import DEFAULT_KEEP_SECONDS, gc_store
 from .maintenance.verify import verify_store
 from .query.parser import parse
 from .store import compile, migrate_store, open_store
@@ -126,14 +126,33 @@ def format_rows(rows: list[dict], fmt: str) -> str:
     return "\n".join(lines) + f"\n({len(rows)} entries)\n"
 
 
-@command("gc", "reclaim shard bytes of replaced or deleted entries and crash leftovers")
+@command("gc", "reclaim the bytes of entries no kept generation can reach, and crash leftovers")
 def cmd_gc(args: argparse.Namespace) -> int:
-    """Copy live entries into new shards and unlink the old ones. Python twin: lardon_store.open(path).gc().
+    """Delete the entry rows that died before the oldest generation kept, copy the entries still reachable out of
+    shards holding dead bytes, and unlink those shards. Keeps the current generation, the --keep-generations
+    before it, and every generation that was current during the last --keep-seconds (default: a day).
+    Python twin: lardon_store.open(path, readonly=False).gc(keep_seconds=..., keep_generations=...).
 
     Example:
         lardon-store gc store/
+        lardon-store gc store/ --keep-seconds 0          # keep only the current generation
+        lardon-store gc store/ --keep-seconds 604800 --keep-generations 10
     """
-    print(f"{args.store}: {gc_store(args.store):,} bytes reclaimed")
+    freed = gc_store(args.store, keep_seconds=args.keep_seconds, keep_generations=args.keep_generations)
+    print(f"{args.store}: {freed:,} bytes reclaimed")
+    return 0
+
+
+@command("history", "list a store's generations: when, what, entries added and removed")
+def cmd_history(args: argparse.Namespace) -> int:
+    """Print one line per generation (number, UTC time, operation, +added -removed).
+    Python twin: lardon_store.open(path).history().
+
+    Example:
+        lardon-store history store/
+    """
+    for generation in open_store(args.store).history():
+        print(generation)
     return 0
 
 
@@ -206,12 +225,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip: record a failing source in the catalog and go on (retried next time)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--workers", type=int, default=0, help="run the callback in N processes (default 0: in this one)")
-    for name in ("info", "migrate", "gc", "verify"):
+    for name in ("info", "migrate", "gc", "verify", "history"):
         p = sub.add_parser(name, help=COMMANDS[name][0], description=COMMANDS[name][1].__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
         p.add_argument("store")
         if name == "info":
             p.add_argument("--json", action="store_true", help="print JSON")
+        if name == "gc":
+            p.add_argument("--keep-seconds", type=float, default=DEFAULT_KEEP_SECONDS,
+                           help="keep every generation current during the last N seconds (default 86400)")  # fmt: skip
+            p.add_argument("--keep-generations", type=int, default=0,
+                           help="also keep the N generations before the current one (default 0)")  # fmt: skip
     p = sub.add_parser("ls", help=COMMANDS["ls"][0], description=cmd_ls.__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("store")

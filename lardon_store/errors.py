@@ -9,6 +9,8 @@ from __future__ import annotations
 __all__ = [
     "CorruptStoreError",
     "EntryNotFoundError",
+    "GenerationExpiredError",
+    "GenerationNotFoundError",
     "IncompatibleSchemaError",
     "InvalidDataError",
     "LardonStoreError",
@@ -17,7 +19,9 @@ __all__ = [
     "QueryError",
     "ReadOnlyStoreError",
     "SchemaOutdatedError",
+    "ShardMissingError",
     "StoreLockedError",
+    "StoreIOError",
     "StoreNotFoundError",
     "UnsafeLegacyCatalogError",
     "StoreWriteError",
@@ -45,6 +49,19 @@ class CorruptStoreError(LardonStoreError):
     """A catalog row or shard file is damaged or crafted: reading it would be unsafe or wrong."""
 
 
+class GenerationExpiredError(LardonStoreError):
+    """The entries of a generation were reclaimed by gc (past its retention): a selection, ``store.at`` or a manifest
+    asked for them. Nothing wrong was read; keep generations longer with ``gc(keep_seconds=...)``."""
+
+
+class GenerationNotFoundError(LardonStoreError, ValueError):
+    """``store.at(g)`` or a manifest named a generation the store never had."""
+
+
+class ShardMissingError(CorruptStoreError):
+    """A shard file the catalog names is not on disk (gc may have moved its entries since they were selected)."""
+
+
 class IncompatibleSchemaError(LardonStoreError):
     """The catalog was written by a newer (or unknown) lardon_store; it is left untouched."""
 
@@ -63,6 +80,14 @@ class StoreLockedError(LardonStoreError):
 
 class StoreWriteError(LardonStoreError, OSError):
     """Writing a shard or the catalog failed (disk full, file size limit, I/O error); what was committed is intact."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class StoreIOError(LardonStoreError, OSError):
+    """The operating system refused or failed a read of the store (permissions, an I/O error, a -wal file that
+    cannot be read on read-only media); nothing was changed."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""

@@ -5,6 +5,10 @@ writing. Opening reads no entry row: only the catalog's header (its ``applicatio
 read-only connection first, so that a catalog this version cannot use is never written. A writable handle upgrades
 an older catalog; a read-only one refuses it with ``SchemaOutdatedError`` naming the command that migrates.
 
+A read-only handle also opens a store on read-only media (or in a folder this user cannot write): when SQLite
+cannot create the catalog's ``-shm`` file there and nothing is left in its ``-wal``, the catalog is opened as
+immutable (``immutable=True`` asks for that directly, for network filesystems nobody writes while it is open).
+
 Per process: the engine and the shard maps are made anew after ``fork`` (a child never uses its parent's sqlite3
 connection or maps), and a handle pickles as its path and mode.
 """
@@ -19,8 +23,8 @@ import numpy as np
 from sqlalchemy import Engine
 
 from .catalog import migrate, reads
-from .catalog.engine import catalog_path, check_application_id, make_engine
-from .errors import StoreNotFoundError
+from .catalog.engine import catalog_path, check_application_id, make_engine, needs_immutable
+from .errors import ReadOnlyStoreError, StoreNotFoundError
 from .format.columns import Columns
 from .format.layout import BLOBS_DIR, CATALOG_NAME
 from .io.shards import ShardReader
@@ -44,9 +48,10 @@ def _check_catalog_file(root: Path) -> None:
 class StoreHandle:
     """A store folder opened read-only (the default) or writable: its engine, reader and catalog look-ups."""
 
-    def __init__(self, root: str | os.PathLike, readonly: bool = True):
-        self._setup(Path(root).absolute(), readonly)
+    def __init__(self, root: str | os.PathLike, readonly: bool = True, immutable: bool = False):
+        self._setup(Path(root).absolute(), readonly or immutable)
         _check_catalog_file(self.root)
+        self.immutable = bool(immutable) or (self.readonly and needs_immutable(self.root))
         self._check_revision()
 
     @classmethod
@@ -64,12 +69,19 @@ class StoreHandle:
     def _setup(self, root: Path, readonly: bool) -> None:
         self.root = root
         self.readonly = readonly
+        self.immutable = False
         self._engine: Engine | None = None
         self._engine_pid = -1
         self._reader = ShardReader(root)
+        self._store_id: str | None = None
 
     def _check_revision(self) -> None:
-        probe = make_engine(self.root, readonly=True)
+        if not self.readonly and not all(os.access(p, os.W_OK) for p in (self.root, catalog_path(self.root))):
+            raise ReadOnlyStoreError(
+                f"{self.root}: cannot open this store for writing: the folder or its catalog is read-only (a "
+                "read-only filesystem, or files you cannot write). Open it read-only with lardon_store.open(path)."
+            )
+        probe = make_engine(self.root, readonly=True, immutable=self.immutable)
         try:
             with probe.connect() as conn:
                 check_application_id(conn, catalog_path(self.root))
@@ -83,7 +95,7 @@ class StoreHandle:
     def engine(self) -> Engine:
         """The catalog's SQLAlchemy engine (one per process)."""
         if self._engine is None or self._engine_pid != os.getpid():
-            self._engine = make_engine(self.root, self.readonly)
+            self._engine = make_engine(self.root, self.readonly, self.immutable)
             self._engine_pid = os.getpid()
         return self._engine
 
@@ -98,10 +110,10 @@ class StoreHandle:
         return self._reader
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"root": str(self.root), "readonly": self.readonly}
+        return {"root": str(self.root), "readonly": self.readonly, "immutable": self.immutable}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["root"], state["readonly"])
+        self.__init__(state["root"], state["readonly"], state.get("immutable", False))
 
     def __repr__(self) -> str:
         mode = "read-only" if self.readonly else "writable"
@@ -113,20 +125,34 @@ class StoreHandle:
         with self.engine.connect() as conn:
             return reads.load_columns(conn, str(self.root), condition, order_by=order_by, limit=limit)
 
-    def keys_of(self, ids: np.ndarray) -> list[str]:
-        """The keys of entry ``ids``, in order."""
+    def keys_of(self, ids: np.ndarray, generation: int | None = None) -> list[str]:
+        """The keys of entry ``ids``, in order (``generation``: the one they were selected at, for the error that
+        says gc reclaimed them)."""
         with self.engine.connect() as conn:
-            return reads.keys_of(conn, ids, str(self.root))
+            return reads.keys_of(conn, ids, str(self.root), generation)
 
     def id_of(self, key: str) -> int | None:
         """The id of the entry whose key is ``key``, or None."""
         with self.engine.connect() as conn:
             return reads.id_of(conn, key)
 
-    def metadata_of(self, entry_id: int) -> dict[str, Any]:
+    def ids_with_key(self, key: str) -> list[int]:
+        """The ids of the rows of every generation still kept whose key is ``key``."""
+        with self.engine.connect() as conn:
+            return reads.ids_with_key(conn, key)
+
+    def metadata_of(self, entry_id: int, generation: int | None = None) -> dict[str, Any]:
         """The metadata dict of entry ``entry_id``."""
         with self.engine.connect() as conn:
-            return reads.metadata_of(conn, entry_id, str(self.root))
+            return reads.metadata_of(conn, entry_id, str(self.root), generation)
+
+    @property
+    def store_id(self) -> str:
+        """The store's id: a UUID kept in the catalog, the same on every copy of the store."""
+        if self._store_id is None:
+            with self.engine.connect() as conn:
+                self._store_id = reads.store_value(conn, "store_id") or ""
+        return self._store_id
 
     def revision(self) -> str | None:
         """The catalog's Alembic revision."""

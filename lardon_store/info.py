@@ -1,12 +1,13 @@
 """``StoreInfo``: the summary ``Store.info()`` returns, and its human-readable form (what ``lardon-store info``
-prints)."""
+prints); ``Generation``: one line of ``Store.history()``."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
-__all__ = ["StoreInfo"]
+__all__ = ["Generation", "StoreInfo"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,7 @@ class StoreInfo:
     shards: int
     shard_bytes: int
     failed_sources: list[dict[str, str]] = field(default_factory=list)  # {"path": ..., "error": ...}
+    generation: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as plain JSON-ready values (``lardon-store info --json``)."""
@@ -31,7 +33,8 @@ class StoreInfo:
     def __str__(self) -> str:
         lines = [
             f"store      {self.root} (catalog revision {self.revision})",
-            f"entries    {self.entries:,} ({self.bytes / 1e6:,.1f} MB in {self.shards} shard(s))",
+            f"entries    {self.entries:,} ({self.bytes / 1e6:,.1f} MB in {self.shards} shard(s)), generation "
+            f"{self.generation}",
             "dtypes     " + ", ".join(f"{d}: {n:,}" for d, n in sorted(self.dtypes.items())),
         ]
         for nd, (lo, hi) in sorted(self.shape_ranges.items()):
@@ -41,3 +44,18 @@ class StoreInfo:
         for failure in self.failed_sources:
             lines.append(f"FAILED     {failure['path']}: {failure['error']}")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """One committed write of a store: its number, when (UTC), what made it, and the entries it added and removed."""
+
+    generation: int
+    created_at: datetime
+    operation: str
+    added: int
+    removed: int
+
+    def __str__(self) -> str:
+        when = self.created_at.strftime("%Y-%m-%d %H:%M:%S")
+        return f"{self.generation:>6}  {when} UTC  {self.operation:<14} +{self.added} -{self.removed}"

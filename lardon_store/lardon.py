@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection
 
-from .catalog.engine import catalog_path
+from .catalog.engine import catalog_path, checkpoint
 from .catalog.reads import id_of, keys_with_prefix
-from .catalog.writer import CatalogWriter, delete_entries, delete_everything
+from .catalog.writer import CatalogWriter, retire_all, retire_keys
 from .compiler.callback import default_callback, prepare, split_result
 from .compiler.scan import entry_key, scan
 from .errors import EntryNotFoundError, InvalidDataError, LegacyNotImportedError
@@ -150,7 +150,7 @@ class LardonParser:
         try:
             stack.enter_context(store_lock(self.parsed_path))
             self.store = StoreHandle.create(self.parsed_path)
-            self._writer = CatalogWriter(self.store.engine, self.store.root, self.max_shard_bytes)
+            self._writer = CatalogWriter(self.store.engine, self.store.root, self.max_shard_bytes, "lardon parser")
             stack.callback(self._writer.close)
             if not self.force:
                 with self.store.engine.connect() as conn:
@@ -206,17 +206,17 @@ class LardonParser:
         self._keys.add(key)
         return key
 
-    def _replace(self, conn: Connection) -> None:
+    def _replace(self, conn: Connection, generation: int) -> int:
         if self.force:
-            delete_everything(conn)
-        elif self._keys:
-            delete_entries(conn, sorted(self._keys))
+            return retire_all(conn, generation)
+        return retire_keys(conn, generation, sorted(self._keys))
 
     def __exit__(self, exc_type, exc, tb) -> None:
         stack, self._stack = self._stack, None
         try:
             if exc_type is None:
                 self._writer.commit(before_rows=self._replace)
+                checkpoint(self.store.engine)
         finally:
             self._writer = None
             stack.close()

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .catalog.engine import catalog_path
+from .catalog.engine import catalog_path, checkpoint
 from .catalog.writer import CatalogWriter
 from .compiler.scan import entry_key
 from .errors import InvalidDataError, LegacyStoreError, UnsafeLegacyCatalogError
@@ -204,7 +204,7 @@ def import_lardon(
         checked.append((relpath, key, dtype, shape, size, md))
     with store_lock(root):
         store = StoreHandle.create(root)
-        writer = CatalogWriter(store.engine, store.root, max_shard_bytes)
+        writer = CatalogWriter(store.engine, store.root, max_shard_bytes, "import lardon")
         try:
             for relpath, key, dtype, shape, size, md in checked:
                 if copy:
@@ -216,4 +216,5 @@ def import_lardon(
             writer.commit()
         finally:
             writer.close()
+        checkpoint(store.engine)
     return Store(root, readonly=True)

@@ -4,29 +4,37 @@ A Store is the handle on one store folder (``catalog.sqlite`` + ``blobs/``) with
 top. It offers the list view of all its entries directly (``store[3, :, 10:20]``, ``len(store)``, ``store.keys``),
 each method written out on the class, so that a typo is an AttributeError naming Store. Opening reads no entry row:
 only the catalog's header and revision.
+
+A Store is always current: each call sees the latest committed generation (one cheap check when nothing changed).
+A Selection it returns is pinned to the generation it was made at; ``at(g)`` and ``from_manifest(m)`` give older
+ones back while gc's retention keeps them.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import numpy as np
+from sqlalchemy import and_
 
-from .catalog.reads import summary
+from .catalog.reads import current_generation, history, load_columns, summary
+from .catalog.schema import entries
 from .compiler.callback import Callback, default_callback
 from .compiler.pipeline import CompileSummary, compile_store
+from .errors import LardonStoreError, ReadOnlyStoreError
 from .format.layout import DEFAULT_MAX_SHARD_BYTES
 from .handle import StoreHandle
-from .info import StoreInfo
-from .maintenance.gc import gc_store
+from .info import Generation, StoreInfo
+from .maintenance.gc import DEFAULT_KEEP_SECONDS, gc_store
 from .maintenance.verify import VerifyReport, verify_store
-from .query.evaluate import all_columns, distinct, matching_columns, metadata_keys
+from .query.evaluate import columns_at, columns_of_ids, distinct, live_columns, matching_columns, metadata_keys
 from .query.expressions import Expr
 from .query.parser import combine
-from .query.snapshot import release
-from .selection.selection import Entry, Selection
+from .query.snapshot import release, snapshot_of
+from .selection.selection import MANIFEST_FORMAT, Entry, Selection
 
 __all__ = ["Store", "compile", "migrate_store", "open_store"]
 
@@ -34,25 +42,76 @@ __all__ = ["Store", "compile", "migrate_store", "open_store"]
 class Store(StoreHandle):
     """A store folder, opened read-only (the default) or writable."""
 
-    def __init__(self, root: str | os.PathLike, readonly: bool = True):
-        super().__init__(root, readonly)
-        self._all: Selection | None = None
+    def __init__(self, root: str | os.PathLike, readonly: bool = True, immutable: bool = False):
+        super().__init__(root, readonly, immutable)
+        self._all: tuple[object, Selection] | None = None
         self.last_compile: CompileSummary | None = None
+
+    # --- generations ----------------------------------------------------------------------------------------
+    @property
+    def generation(self) -> int:
+        """The latest committed generation (it grows with every compile batch, gc, parser block, import)."""
+        return snapshot_of(self).generation
+
+    def history(self) -> list[Generation]:
+        """Every generation: its number, UTC time, operation, and the entries it added and removed."""
+        with self.engine.connect() as conn:
+            rows = history(conn)
+        return [Generation(g, datetime.fromisoformat(t), op, a, r) for g, t, op, a, r in rows]
+
+    def at(self, generation: int) -> Selection:
+        """The Selection of the entries live at ``generation`` (GenerationExpiredError once gc reclaimed it)."""
+        return Selection(self, columns_at(self, generation), generation=int(generation))
+
+    def from_manifest(self, manifest: dict[str, Any]) -> Selection:
+        """The Selection a manifest (``Selection.manifest()``) describes: the same entries, in the same order, with
+        the same bytes. LardonStoreError for a manifest of another store, GenerationExpiredError once gc reclaimed
+        its generation."""
+        if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+            raise LardonStoreError(f"not a lardon_store manifest (its 'format' must be {MANIFEST_FORMAT!r}).")
+        if manifest.get("store_id") != self.store_id:
+            raise LardonStoreError(
+                f"{self.root}: the manifest is of store {manifest.get('store_id')!r}, this is store "
+                f"{self.store_id!r}: open the store the manifest was made from (or a copy of it)."
+            )
+        generation, ids = manifest.get("generation"), manifest.get("ids")
+        if not isinstance(ids, list) or not all(type(i) is int for i in ids):
+            raise LardonStoreError("the manifest's 'ids' must be a list of entry ids.")
+        alive = columns_at(self, generation).ids  # (checks that the generation exists and is kept)
+        wanted = np.array(ids, np.int64)
+        if not np.isin(wanted, alive).all():
+            raise LardonStoreError(
+                f"{self.root}: the manifest names entries that were not live at generation {generation}: it was not "
+                "made from this store's history."
+            )
+        columns = columns_of_ids(self, wanted, generation)
+        return Selection(self, columns, generation=generation, query=manifest.get("query"))
 
     # --- selections -----------------------------------------------------------------------------------------
     def select(
         self, condition: Any = None, *, order_by: Any = None, limit: int | None = None, **options: Any
     ) -> Selection:
-        """The Selection of the entries matching an SQLAlchemy ``condition`` on ``entries`` (all when None), in key
-        order unless ``order_by``; ``options`` are Selection's reading options (``batch_mode``, ``dtype``...)."""
-        return Selection(self, self.load_columns(condition, order_by=order_by, limit=limit), **options)
+        """The Selection of the live entries matching an SQLAlchemy ``condition`` on ``entries`` (all when None), in
+        key order unless ``order_by``; ``options`` are Selection's reading options (``batch_mode``, ``dtype``...)."""
+        if condition is None and order_by is None and limit is None:
+            columns, generation = live_columns(self)
+            return Selection(self, columns, **options, generation=generation)
+        live = entries.c.died.is_(None)
+        with self.engine.begin() as conn:  # (one read transaction: the rows and their generation agree)
+            generation = current_generation(conn)
+            where = live if condition is None else and_(live, condition)
+            columns = load_columns(conn, str(self.root), where, order_by=order_by, limit=limit)
+        return Selection(self, columns, **options, generation=generation)
 
     def where(self, *conditions: Expr | str, **equals: Any) -> Selection:
-        """The entries matching every condition: ``meta`` expressions, query strings, or ``key=value`` equalities.
+        """The live entries matching every condition: ``meta`` expressions, query strings, or ``key=value``
+        equalities, pinned to the latest generation.
 
         Example: ``store.where(meta.instrument == "violin", "pitch > 60", split="train")``.
         """
-        return Selection(self, matching_columns(self, combine(conditions, equals)))
+        expr = combine(conditions, equals)
+        columns, generation = matching_columns(self, expr)
+        return Selection(self, columns, generation=generation, query=str(expr))
 
     def metadata_keys(self) -> dict[str, dict[str, int]]:
         """Each metadata key with the number of entries holding it, per value type."""
@@ -63,14 +122,17 @@ class Store(StoreHandle):
         return distinct(self, key, by_type)
 
     def all(self) -> Selection:
-        """The Selection of every entry, in key order (loaded once, then cached; see ``refresh``)."""
-        if self._all is None:
-            self._all = Selection(self, all_columns(self))
-        return self._all
+        """The Selection of every live entry, in key order, pinned to the latest generation (made again only when
+        something was committed since the last call)."""
+        snap = snapshot_of(self)
+        if self._all is None or self._all[0] is not snap:
+            columns, generation = live_columns(self)
+            self._all = (snap, Selection(self, columns, generation=generation))
+        return self._all[1]
 
     def refresh(self) -> Store:
-        """Forget the cached selection of all entries (and free the query snapshot), so the next use sees the
-        catalog as it is now. Queries need no refresh: each one checks that its snapshot is current."""
+        """Free the query snapshot and its connection (the next call loads them again). Never needed to see new
+        commits: every call checks for them."""
         self._all = None
         release(self)
         return self
@@ -170,9 +232,15 @@ class Store(StoreHandle):
             root=str(self.root), revision=self.revision(), shape_ranges=ranges, failed_sources=failed, **counts
         )
 
-    def gc(self) -> int:
-        """Reclaim dead shard bytes (see ``gc_store``); return the bytes freed. Takes the write lock."""
-        freed = gc_store(self.root)
+    def gc(self, keep_seconds: float = DEFAULT_KEEP_SECONDS, keep_generations: int = 0) -> int:
+        """Reclaim the bytes no generation inside the retention can reach (see ``gc_store``); return the bytes freed.
+        Takes the write lock; a read-only Store refuses (open it with ``readonly=False``)."""
+        if self.readonly:
+            raise ReadOnlyStoreError(
+                f"{self.root}: this store was opened read-only: open it with lardon_store.open(path, readonly=False) "
+                "to gc it, or run `lardon-store gc`."
+            )
+        freed = gc_store(self.root, keep_seconds=keep_seconds, keep_generations=keep_generations)
         self.refresh()
         return freed
 
@@ -181,9 +249,15 @@ class Store(StoreHandle):
         return verify_store(self.root)
 
 
-def open_store(path: str | os.PathLike, readonly: bool = True) -> Store:
-    """Open the store at ``path``: read-only by default (``readonly=False`` to write, upgrading an old catalog)."""
-    return Store(path, readonly=readonly)
+def open_store(path: str | os.PathLike, readonly: bool = True, immutable: bool = False) -> Store:
+    """Open the store at ``path``: read-only by default (``readonly=False`` to write, upgrading an old catalog).
+
+    A read-only store opens on read-only media too. ``immutable=True`` tells SQLite that nobody writes the catalog
+    while it is open (no locking, no WAL): for a published store on a network filesystem. Concurrent writers with
+    readers on other hosts need the PostgreSQL catalog instead."""
+    if immutable and not readonly:
+        raise ValueError("immutable=True opens a store read-only: leave readonly at its default (True).")
+    return Store(path, readonly=readonly, immutable=immutable)
 
 
 def migrate_store(path: str | os.PathLike) -> str:

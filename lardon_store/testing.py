@@ -43,7 +43,7 @@ def store_from_arrays(
     root = Path(root).absolute()
     with store_lock(root):
         handle = StoreHandle.create(root)
-        writer = CatalogWriter(handle.engine, handle.root, max_shard_bytes)
+        writer = CatalogWriter(handle.engine, handle.root, max_shard_bytes, "testing")
         try:
             for key, array, metadata in items:
                 writer.add(None, [(key, *prepare(array, metadata, key))])

@@ -15,10 +15,10 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.pool import NullPool
 
-from ..errors import IncompatibleSchemaError
+from ..errors import CorruptStoreError, IncompatibleSchemaError, StoreIOError
 from ..format.layout import APPLICATION_ID, CATALOG_NAME
 
-__all__ = ["catalog_path", "check_application_id", "make_engine"]
+__all__ = ["catalog_path", "check_application_id", "checkpoint", "make_engine", "needs_immutable", "read_error"]
 
 
 def catalog_path(root: str | os.PathLike) -> Path:
@@ -39,15 +39,16 @@ def _on_connect(readonly: bool):
     return setup
 
 
-def make_engine(root: str | os.PathLike, readonly: bool) -> Engine:
-    """An engine on the store's catalog; read-only engines open the file with ``mode=ro`` and never write it.
+def make_engine(root: str | os.PathLike, readonly: bool, immutable: bool = False) -> Engine:
+    """An engine on the store's catalog; read-only engines open the file with ``mode=ro`` and never write it, and
+    ``immutable`` ones also skip SQLite's locking and WAL (for a catalog that nobody writes while it is open).
 
     Connections are not pooled across calls (NullPool), so nothing is shared with a forked child: each process
     opens its own sqlite3 connection when it needs one.
     """
     path = catalog_path(root).resolve()
     mode = "ro" if readonly else "rwc"
-    uri = f"file:{path.as_posix()}?mode={mode}"
+    uri = f"file:{path.as_posix()}?mode={mode}" + ("&immutable=1" if readonly and immutable else "")
 
     def creator() -> sqlite3.Connection:
         # isolation_level=None + an explicit BEGIN (below): the sqlite3 module would otherwise run DDL outside any
@@ -61,6 +62,48 @@ def make_engine(root: str | os.PathLike, readonly: bool) -> Engine:
     return engine
 
 
+def needs_immutable(root: str | os.PathLike) -> bool:
+    """Whether the catalog can only be read as immutable: it is in WAL mode, its ``-shm`` file is absent and cannot
+    be created (a read-only mount, a folder this user cannot write), and its ``-wal`` is absent or empty (so nothing
+    committed is outside the main file). StoreIOError when the ``-wal`` holds commits that cannot be read here."""
+    path = catalog_path(root).resolve()
+    try:
+        con = sqlite3.connect(f"file:{path.as_posix()}?mode=ro", uri=True, timeout=10.0)
+        try:
+            con.execute("PRAGMA application_id").fetchone()
+            return False
+        finally:
+            con.close()
+    except sqlite3.OperationalError as exc:
+        if "unable to open" not in str(exc):
+            raise read_error(exc, path) from None
+    wal = Path(f"{path}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise StoreIOError(
+            f"{path}: the catalog cannot be opened here: this folder is read-only and its -wal file holds commits "
+            "that are not in the catalog file yet. Open the store once where it is writable (any lardon_store "
+            "command does), or copy it with its -wal and -shm files."
+        )
+    return True
+
+
+def read_error(exc: Exception, path: Path) -> Exception:
+    """The library error for a SQLite error raised while opening or reading the catalog at ``path``."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).lower()
+    if "not a database" in text or "encrypted" in text:
+        return IncompatibleSchemaError(f"{path}: this file is not a lardon_store catalog ({orig}).")
+    if "unable to open" in text or "readonly" in text or "read-only" in text:
+        return StoreIOError(
+            f"{path}: the catalog cannot be opened ({orig}): check that the folder and file are readable; for a "
+            "store on read-only media that nobody writes while it is open, use lardon_store.open(path, "
+            "immutable=True)."
+        )
+    if "disk i/o" in text or "full" in text:
+        return StoreIOError(f"{path}: reading the catalog failed ({orig}): the disk reported an I/O error.")
+    return CorruptStoreError(f"{path}: the catalog cannot be read ({orig}): run `lardon-store verify`.")
+
+
 def check_application_id(conn: Connection, path: Path) -> None:
     """IncompatibleSchemaError unless the database on ``conn`` is a lardon_store catalog (or still empty)."""
     # Read through SQLite, never with open(): closing any descriptor of the catalog would drop the locks that this
@@ -68,6 +111,17 @@ def check_application_id(conn: Connection, path: Path) -> None:
     try:
         app_id = conn.exec_driver_sql("PRAGMA application_id").scalar()
     except DatabaseError as exc:
-        raise IncompatibleSchemaError(f"{path}: this file is not a lardon_store catalog ({exc.orig}).") from None
+        raise read_error(exc, path) from None
     if app_id not in (APPLICATION_ID, 0):
         raise IncompatibleSchemaError(f"{path}: this file is not a lardon_store catalog (application_id {app_id}).")
+
+
+def checkpoint(engine: Engine) -> None:
+    """Copy every committed page of the WAL into the catalog file and empty the WAL, so that the main file alone is
+    complete (a copy without ``-wal``/``-shm``, or a read-only mount, sees every commit). Best effort: a reader in
+    the middle of a transaction makes SQLite leave the rest for the next checkpoint."""
+    raw = engine.raw_connection()  # (outside any transaction: a checkpoint cannot run inside one)
+    try:
+        raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        raw.close()

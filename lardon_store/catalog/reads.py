@@ -1,8 +1,11 @@
 """Catalog reads: every query the other layers make of the catalog, each on a connection they hold.
 
 Entries are read as validated ``Columns`` (``load_columns``): nothing reaches a memory map before ``check_row``
-passed on it. Look-ups by id or key, the per-shard listing that gc and verify walk, and the summary counts of
-``info`` are here too, so that no other layer writes SQL against the tables.
+passed on it. Look-ups by id or key, the per-shard listing that gc and verify walk, the summary counts of ``info``
+and the generations are here too, so that no other layer writes SQL against the tables.
+
+Entry rows are versioned (see ``schema.py``): a row's content never changes, so look-ups by id answer for any
+generation; look-ups by key, counts and summaries see the live rows (``died IS NULL``) unless they say otherwise.
 """
 
 from __future__ import annotations
@@ -13,15 +16,21 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, Select, func, literal, select
 
-from ..errors import LardonStoreError
+from ..errors import CorruptStoreError, GenerationExpiredError
+from ..format.codecs import parse_ints
 from ..format.columns import Columns, IdLookup, build_columns, columns_from_texts
 from ..format.layout import NEXT_SHARD_KEY
 from ..format.metadata import from_json
-from .schema import entries, meta_values, shards, sources, store_info
+from .schema import entries, generations, meta_values, shards, sources, store_info
 
 __all__ = [
+    "current_generation",
+    "generation_token",
     "entries_by_shard",
+    "entry_lives",
+    "history",
     "id_of",
+    "ids_with_key",
     "json_values",
     "key_type_counts",
     "keys_of",
@@ -32,6 +41,7 @@ __all__ = [
     "query_plan",
     "rows_of",
     "shard_rows",
+    "store_value",
     "summary",
     "value_counts",
 ]
@@ -42,7 +52,9 @@ _COLUMN_TEXTS = (
     "SELECT count(*), group_concat(id), group_concat(shard_id), group_concat(offset), group_concat(nbytes), "
     "group_concat(dtype, char(0)), group_concat(shape, char(0)) FROM entries"
 )
-_IDS_IN_KEY_ORDER = "SELECT id FROM entries ORDER BY key"
+_IDS_IN_KEY_ORDER = "SELECT id FROM entries ORDER BY key, id"
+_LIVES = "SELECT count(*), group_concat(id), group_concat(born), group_concat(coalesce(died, 0)) FROM entries"
+_LIVE = entries.c.died.is_(None)
 _ID = np.dtype([("id", np.int64)])
 _CHUNK = 500  # ids per IN (...) list: well below SQLite's bound-parameter limit
 
@@ -55,8 +67,9 @@ def shard_rows(conn: Connection) -> dict[int, tuple[str, int]]:
 def load_columns(
     conn: Connection, where: str, condition: Any = None, *, order_by: Any = None, limit: int | None = None
 ) -> Columns:
-    """The validated columns of the entries matching an SQLAlchemy ``condition`` (all when None), in key order
-    unless ``order_by``; CorruptStoreError naming ``where`` and the entry at fault for a damaged row."""
+    """The validated columns of the entry rows matching an SQLAlchemy ``condition`` (every row, of every
+    generation, when None), in (key, id) order unless ``order_by``; CorruptStoreError naming ``where`` and the
+    entry at fault for a damaged row."""
     shard_map = shard_rows(conn)
     if condition is None and order_by is None and limit is None:
         # Every entry: each column read as one text, checked whole (a second per million entries instead of
@@ -70,14 +83,50 @@ def load_columns(
     query = select(*_ENTRY_COLUMNS)
     if condition is not None:
         query = query.where(condition)
-    query = query.order_by(*(order_by if order_by is not None else [entries.c.key]))
+    query = query.order_by(*(order_by if order_by is not None else [entries.c.key, entries.c.id]))
     if limit is not None:
         query = query.limit(limit)
     return build_columns(conn.execute(query).all(), shard_map, where)
 
 
-def keys_of(conn: Connection, ids: np.ndarray, where: str) -> list[str]:
-    """The keys of entry ``ids``, in order; LardonStoreError when one was removed."""
+def entry_lives(conn: Connection, ids: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(born, died)`` of each of entry ``ids`` (rows of any generation; died is 0 for a live row), in order."""
+    count, id_text, born_text, died_text = conn.exec_driver_sql(_LIVES).one()
+    found_ids, born, died = (parse_ints(t, count) for t in (id_text, born_text, died_text))
+    if found_ids is None or born is None or died is None:
+        raise CorruptStoreError(
+            f"{where}: the generations of the entry rows do not read back: run `lardon-store verify`."
+        )
+    found, at = IdLookup(found_ids).find(ids)
+    if not found.all():
+        raise CorruptStoreError(f"{where}: entry rows changed while they were read; try again.")
+    return born[at], died[at]
+
+
+def current_generation(conn: Connection) -> int:
+    """The store's latest generation."""
+    return int(conn.execute(select(func.max(generations.c.generation))).scalar() or 0)
+
+
+def generation_token(conn: Connection, generation: int) -> str:
+    """The random token of ``generation`` ("" when there is no such generation)."""
+    return conn.execute(select(generations.c.token).where(generations.c.generation == generation)).scalar() or ""
+
+
+def history(conn: Connection) -> list[tuple[int, str, str, int, int]]:
+    """(generation, created_at, operation, added, removed) of every generation, oldest first."""
+    g = generations.c
+    query = select(g.generation, g.created_at, g.operation, g.added, g.removed).order_by(g.generation)
+    return [tuple(r) for r in conn.execute(query)]
+
+
+def store_value(conn: Connection, key: str) -> str | None:
+    """The ``store_info`` value of ``key`` (``store_id``, ``next_entry_id``, ``oldest_generation``...), or None."""
+    return conn.execute(select(store_info.c.value).where(store_info.c.key == key)).scalar()
+
+
+def keys_of(conn: Connection, ids: np.ndarray, where: str, generation: int | None = None) -> list[str]:
+    """The keys of entry ``ids`` (rows of any generation), in order; GenerationExpiredError when gc reclaimed one."""
     if len(ids) > 1000:
         found = dict(conn.execute(select(entries.c.id, entries.c.key)).all())
     else:
@@ -85,28 +134,42 @@ def keys_of(conn: Connection, ids: np.ndarray, where: str) -> list[str]:
     try:
         return [found[i] for i in ids.tolist()]
     except KeyError as exc:
-        raise LardonStoreError(
-            f"{where}: entry id {exc.args[0]} was removed since this selection was made: select again."
+        raise GenerationExpiredError(
+            f"{where}: entry id {exc.args[0]}{_of(generation)} was reclaimed by gc since this selection was made: "
+            "select again, and keep generations longer with gc(keep_seconds=...)."
         ) from None
 
 
 def id_of(conn: Connection, key: str) -> int | None:
-    """The id of the entry whose key is ``key``, or None."""
-    return conn.execute(select(entries.c.id).where(entries.c.key == key)).scalar()
+    """The id of the live entry whose key is ``key``, or None."""
+    return conn.execute(select(entries.c.id).where(entries.c.key == key, _LIVE)).scalar()
+
+
+def ids_with_key(conn: Connection, key: str) -> list[int]:
+    """The ids of every row (of any generation still kept) whose key is ``key``."""
+    return [i for (i,) in conn.execute(select(entries.c.id).where(entries.c.key == key))]
 
 
 def keys_with_prefix(conn: Connection, prefix: str) -> list[str]:
-    """The keys that start with ``prefix`` (``%`` and ``_`` in it match only themselves)."""
+    """The live keys that start with ``prefix`` (``%`` and ``_`` in it match only themselves)."""
     pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    return [k for (k,) in conn.execute(select(entries.c.key).where(entries.c.key.like(pattern, escape="\\")))]
+    query = select(entries.c.key).where(entries.c.key.like(pattern, escape="\\"), _LIVE)
+    return [k for (k,) in conn.execute(query)]
 
 
-def metadata_of(conn: Connection, entry_id: int, where: str) -> dict[str, Any]:
-    """The metadata dict of entry ``entry_id``; LardonStoreError when it was removed, CorruptStoreError when its
-    JSON is not an object."""
+def _of(generation: int | None) -> str:
+    return f" of generation {generation}" if generation is not None else ""
+
+
+def metadata_of(conn: Connection, entry_id: int, where: str, generation: int | None = None) -> dict[str, Any]:
+    """The metadata dict of entry ``entry_id`` (a row of any generation); GenerationExpiredError when gc reclaimed
+    it, CorruptStoreError when its JSON is not an object."""
     row = conn.execute(select(entries.c.key, entries.c.metadata).where(entries.c.id == entry_id)).first()
     if row is None:
-        raise LardonStoreError(f"{where}: entry id {entry_id} was removed since this selection was made.")
+        raise GenerationExpiredError(
+            f"{where}: entry id {entry_id}{_of(generation)} was reclaimed by gc since this selection was made: "
+            "select again, and keep generations longer with gc(keep_seconds=...)."
+        )
     return from_json(row[1], f"{where}: entry {row[0]!r}")
 
 
@@ -121,8 +184,8 @@ def rows_of(conn: Connection, ids: list[int]) -> dict[int, tuple[str, str]]:
 
 
 def entries_by_shard(conn: Connection) -> tuple[dict[int, tuple[str, int]], list]:
-    """Every shard (id -> (path, committed size)), and every entry row with its source path, in shard order:
-    what verify checks and gc copies."""
+    """Every shard (id -> (path, committed size)), and every entry row (of every generation still kept) with its
+    source path, in shard order: what verify checks and gc copies."""
     rows = conn.execute(
         select(
             entries.c.id,
@@ -133,6 +196,7 @@ def entries_by_shard(conn: Connection) -> tuple[dict[int, tuple[str, int]], list
             entries.c.dtype,
             entries.c.shape,
             entries.c.checksum,
+            entries.c.died,
             sources.c.path,
         )  # fmt: skip
         .outerjoin(sources, entries.c.source_id == sources.c.id)
@@ -148,10 +212,17 @@ def next_shard_floor(conn: Connection) -> int:
 
 
 def summary(conn: Connection) -> dict[str, Any]:
-    """The counts ``Store.info`` reports: entries, bytes, dtypes, metadata keys, shards, failed sources."""
-    n, nbytes = conn.execute(select(func.count(), func.coalesce(func.sum(entries.c.nbytes), 0))).one()
-    dtypes = dict(conn.execute(select(entries.c.dtype, func.count()).group_by(entries.c.dtype)).all())
-    keys = [k for (k,) in conn.execute(select(meta_values.c.key).distinct().order_by(meta_values.c.key))]
+    """The counts ``Store.info`` reports of the live entries: entries, bytes, dtypes, metadata keys, shards, failed
+    sources, generation."""
+    n, nbytes = conn.execute(select(func.count(), func.coalesce(func.sum(entries.c.nbytes), 0)).where(_LIVE)).one()
+    dtypes = dict(conn.execute(select(entries.c.dtype, func.count()).where(_LIVE).group_by(entries.c.dtype)).all())
+    live_ids = select(entries.c.id).where(_LIVE)
+    keys = [
+        k
+        for (k,) in conn.execute(
+            select(meta_values.c.key).where(meta_values.c.entry_id.in_(live_ids)).distinct().order_by(meta_values.c.key)
+        )
+    ]
     shard_count, shard_bytes = conn.execute(
         select(func.count(), func.coalesce(func.sum(shards.c.size), 0)).select_from(shards)
     ).one()
@@ -166,6 +237,7 @@ def summary(conn: Connection) -> dict[str, Any]:
         "shards": int(shard_count),
         "shard_bytes": int(shard_bytes),
         "failed_sources": [(p, e) for p, e in failures],
+        "generation": current_generation(conn),
     }
 
 
@@ -187,12 +259,13 @@ def key_type_counts(conn: Connection) -> list[tuple[str, str, int]]:
     """(key, type, count) of every metadata key and value type: the scalar types of ``meta_values``, and 'list' /
     'dict' for the values kept only in the JSON."""
     mv = meta_values.c
-    out = list(conn.execute(select(mv.key, mv.type, func.count()).group_by(mv.key, mv.type)).all())
+    live = mv.entry_id.in_(select(entries.c.id).where(_LIVE))
+    out = list(conn.execute(select(mv.key, mv.type, func.count()).where(live).group_by(mv.key, mv.type)).all())
     each = func.json_each(entries.c.metadata).table_valued("key", "type").alias("j")
     for key, type_, count in conn.execute(
         select(each.c.key, each.c.type, func.count())
         .select_from(entries.join(each, literal(True)))
-        .where(each.c.type.in_(["array", "object"]))
+        .where(each.c.type.in_(["array", "object"]), _LIVE)
         .group_by(each.c.key, each.c.type)
     ):
         out.append((key, "list" if type_ == "array" else "dict", count))
@@ -200,9 +273,10 @@ def key_type_counts(conn: Connection) -> list[tuple[str, str, int]]:
 
 
 def value_counts(conn: Connection, key: str) -> list[tuple[str, float | None, str | None, int]]:
-    """(type, num, text, count) of each distinct scalar value of metadata ``key``."""
+    """(type, num, text, count) of each distinct scalar value of metadata ``key`` among the live entries."""
     mv = meta_values.c
-    query = select(mv.type, mv.num, mv.text, func.count()).where(mv.key == key).group_by(mv.type, mv.num, mv.text)
+    live = mv.entry_id.in_(select(entries.c.id).where(_LIVE))
+    query = select(mv.type, mv.num, mv.text, func.count()).where(mv.key == key, live).group_by(mv.type, mv.num, mv.text)
     return [tuple(row) for row in conn.execute(query)]
 
 

@@ -18,9 +18,10 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
-__all__ = ["entries", "meta_values", "metadata", "shards", "sources", "store_info"]
+__all__ = ["entries", "generations", "meta_values", "metadata", "shards", "sources", "store_info"]
 
 metadata = MetaData()
 
@@ -52,12 +53,26 @@ shards = Table(
     Column("size", BigInteger, nullable=False),
 )
 
+# One row per committing write: compile batch, gc, parser block, legacy import, migration.
+generations = Table(
+    "generations",
+    metadata,
+    Column("generation", Integer, primary_key=True, autoincrement=False),
+    Column("created_at", String, nullable=False),  # ISO 8601, UTC
+    Column("operation", String, nullable=False),
+    Column("added", Integer, nullable=False),
+    Column("removed", Integer, nullable=False),
+    Column("token", String, nullable=False),  # random: tells apart two histories that share a generation number
+)
+
+# Versioned: a row lives from generation `born` until `died` (NULL while live); its content never changes (gc
+# only moves its bytes). Ids come from store_info.next_entry_id and are never reused.
 entries = Table(
     "entries",
     metadata,
-    Column("id", Integer, primary_key=True),
-    Column("key", String, nullable=False, unique=True),
-    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), nullable=True, index=True),
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("key", String, nullable=False, index=True),
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="SET NULL"), nullable=True, index=True),
     Column("shard_id", Integer, ForeignKey("shards.id"), nullable=False, index=True),
     Column("offset", BigInteger, nullable=False),
     Column("nbytes", BigInteger, nullable=False),
@@ -65,6 +80,15 @@ entries = Table(
     Column("shape", String, nullable=False),
     Column("checksum", String, nullable=False),
     Column("metadata", Text, nullable=False),
+    Column("born", Integer, nullable=False),
+    Column("died", Integer, nullable=True, index=True),
+    Index(
+        "ix_entries_live_key",
+        "key",
+        unique=True,
+        sqlite_where=text("died IS NULL"),
+        postgresql_where=text("died IS NULL"),
+    ),
 )
 
 # One row per scalar metadata value, so that filters run on B-tree indexes: `num` holds ints and floats, `text`

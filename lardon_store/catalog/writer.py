@@ -1,4 +1,4 @@
-"""The catalog writer: rows committed only after the bytes they point at are durable.
+"""The catalog writer: rows committed only after the bytes they point at are durable, one generation per commit.
 
 ``CatalogWriter.add`` appends an item's bytes to the shards at once and keeps its rows (entry, metadata values, and
 the source row) pending; ``commit`` fsyncs the shards, then inserts every pending row in one transaction. A crash
@@ -6,15 +6,22 @@ anywhere leaves only unreferenced bytes (which gc reclaims) and never a row poin
 ``LardonParser`` and the legacy importer all write through it, holding the store's lock (``io.lock``).
 
 A batch commits once it holds ``BATCH_BYTES`` of array data or ``BATCH_SOURCES`` sources (``full()``).
+
+Generations: each commit is one new generation (a ``generations`` row naming the operation and the entries added
+and removed). New entry rows are born at it, with ids taken from ``store_info.next_entry_id`` (never reused, even
+after gc deletes rows); entries removed or replaced are not deleted but retired (``died`` set to it), so that older
+generations stay readable until gc's retention lets them go. Keys are unique among live rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..errors import InvalidDataError, StoreWriteError
@@ -24,20 +31,27 @@ from ..format.metadata import scalar_rows, to_json
 from ..io.crash import crash_point
 from ..io.shards import ShardWriter
 from .engine import catalog_path
-from .reads import next_shard_floor, shard_rows
-from .schema import entries, meta_values, shards, sources
+from .reads import current_generation, next_shard_floor, shard_rows, store_value
+from .schema import entries, generations, meta_values, shards, sources, store_info
 
 __all__ = [
     "BATCH_BYTES",
     "BATCH_SOURCES",
     "CatalogWriter",
     "catalog_write_error",
-    "delete_entries",
-    "delete_everything",
+    "allocate_ids",
+    "next_generation",
+    "record_generation",
+    "retire",
+    "retire_all",
+    "retire_keys",
+    "retire_sources",
+    "set_store_value",
 ]
 
 BATCH_BYTES = 64 << 20
 BATCH_SOURCES = 512
+_CHUNK = 500  # values per IN (...) list
 
 
 def catalog_write_error(exc: OperationalError, root: Path) -> Exception:
@@ -54,8 +68,10 @@ def catalog_write_error(exc: OperationalError, root: Path) -> Exception:
 class CatalogWriter:
     """Buffers catalog rows for entries whose bytes are being written, and commits them after an fsync."""
 
-    def __init__(self, engine: Engine, root: Path, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES):
-        self.engine, self.root = engine, root
+    def __init__(
+        self, engine: Engine, root: Path, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, operation: str = "compile"
+    ):
+        self.engine, self.root, self.operation = engine, root, operation
         with engine.connect() as conn:
             known = shard_rows(conn)
             floor = next_shard_floor(conn)
@@ -68,6 +84,12 @@ class CatalogWriter:
         self.pending_bytes = 0
         self.entries_written = 0
         self.existing_shards: dict[str, int] = {}
+        self.retired_sources: list[int] = []
+        self.generations: list[int] = []
+
+    def retire_sources(self, source_ids: Sequence[int]) -> None:
+        """Remove these sources (and retire their entries) at the next ``commit``."""
+        self.retired_sources += list(source_ids)
 
     def add(self, source_row: dict | None, items: list[tuple[str, np.ndarray, dict]]) -> None:
         """Append the items' bytes now; their rows (and ``source_row``) wait for the next ``commit``."""
@@ -108,56 +130,68 @@ class CatalogWriter:
         """Whether the pending batch is large enough to commit."""
         return self.pending_bytes >= BATCH_BYTES or len(self.pending_sources) >= BATCH_SOURCES
 
-    def commit(self, before_rows: Callable[[Connection], None] | None = None) -> None:
-        """fsync the bytes, then commit every pending row in one transaction.
+    def commit(self, before_rows: Callable[[Connection, int], int] | None = None) -> int | None:
+        """fsync the bytes, then commit every pending row in one transaction: one new generation, returned (None
+        when there was nothing to commit).
 
-        ``before_rows(conn)`` runs first inside that transaction (e.g. to delete the entries being replaced).
+        ``before_rows(conn, generation)`` runs first inside that transaction (e.g. to retire the entries being
+        replaced) and returns how many entries it retired.
         """
         crash_point("before_sync")
         sizes = self.writer.sync()
         sizes.update(self.existing_shards)
         crash_point("after_write")
-        if before_rows is None and not sizes and not self.pending_sources and not self.pending_entries:
-            return
+        pending = self.pending_sources or self.pending_entries or self.retired_sources
+        if before_rows is None and not sizes and not pending:
+            return None
         try:
             with self.engine.begin() as conn:
-                if before_rows is not None:
-                    before_rows(conn)
-                self._insert_rows(conn, sizes)
+                generation = next_generation(conn)
+                removed = before_rows(conn, generation) if before_rows is not None else 0
+                removed += retire_sources(conn, generation, self.retired_sources)
+                added, replaced = self._insert_rows(conn, sizes, generation)
+                record_generation(conn, generation, self.operation, added, removed + replaced)
                 crash_point("before_commit")
         except OperationalError as exc:
             raise catalog_write_error(exc, self.root) from exc
         self.entries_written += len(self.pending_entries)
         self.pending_sources, self.pending_entries, self.pending_bytes = [], [], 0
-        self.existing_shards = {}
+        self.existing_shards, self.retired_sources = {}, []
+        self.generations.append(generation)
+        return generation
 
-    def _insert_rows(self, conn: Connection, sizes: dict[str, int]) -> None:
+    def _insert_rows(self, conn: Connection, sizes: dict[str, int], generation: int) -> tuple[int, int]:
+        """Insert the pending shard, source and entry rows; return (entries added, entries retired)."""
         for path, size in sizes.items():
             if path in self.shard_ids:
                 conn.execute(update(shards).where(shards.c.path == path).values(size=size))
             else:
                 self.shard_ids[path] = conn.execute(insert(shards).values(path=path, size=size)).inserted_primary_key[0]
         source_ids: dict[str, int] = {}
+        retired = 0
         if self.pending_sources:
             paths = [row["path"] for row in self.pending_sources]
-            for i in range(0, len(paths), 500):
-                conn.execute(delete(sources).where(sources.c.path.in_(paths[i : i + 500])))
+            for i in range(0, len(paths), _CHUNK):
+                old = select(sources.c.id).where(sources.c.path.in_(paths[i : i + _CHUNK]))
+                retired += retire(conn, generation, entries.c.source_id.in_(old))
+                conn.execute(delete(sources).where(sources.c.path.in_(paths[i : i + _CHUNK])))
             returned = conn.execute(
                 insert(sources).returning(sources.c.id, sources.c.path, sort_by_parameter_order=True),
                 self.pending_sources,
             )
             source_ids = {path: sid for sid, path in returned}
         if not self.pending_entries:
-            return
+            return 0, retired
+        ids = allocate_ids(conn, len(self.pending_entries))
         values = []
-        for source_path, row, _ in self.pending_entries:
+        for eid, (source_path, row, _) in zip(ids, self.pending_entries):
             value = dict(row)
             value["shard_id"] = self.shard_ids[value.pop("shard_path")]
             value["source_id"] = source_ids.get(source_path)
+            value.update(id=eid, born=generation, died=None)
             values.append(value)
         try:
-            ids = conn.execute(insert(entries).returning(entries.c.id, sort_by_parameter_order=True), values)
-            ids = [eid for (eid,) in ids]
+            conn.execute(insert(entries), values)
         except IntegrityError:
             raise self._duplicate_key_error(conn) from None
         rows = [
@@ -167,12 +201,14 @@ class CatalogWriter:
         ]
         if rows:
             conn.execute(insert(meta_values), rows)
+        return len(ids), retired
 
     def _duplicate_key_error(self, conn: Connection) -> InvalidDataError:
         seen: dict[str, str] = {}
         for source_path, row, _ in self.pending_entries:
             key = row["key"]
-            if key in seen or conn.execute(select(entries.c.id).where(entries.c.key == key)).first() is not None:
+            live = select(entries.c.id).where(entries.c.key == key, entries.c.died.is_(None))
+            if key in seen or conn.execute(live).first() is not None:
                 break
             seen[key] = source_path
         else:
@@ -187,13 +223,62 @@ class CatalogWriter:
         self.writer.close()
 
 
-def delete_entries(conn: Connection, keys: list[str]) -> None:
-    """Delete the entries whose key is in ``keys`` (their metadata values go with them)."""
-    for i in range(0, len(keys), 500):
-        conn.execute(delete(entries).where(entries.c.key.in_(keys[i : i + 500])))
+def next_generation(conn: Connection) -> int:
+    """The number the generation being written in this transaction takes."""
+    return current_generation(conn) + 1
 
 
-def delete_everything(conn: Connection) -> None:
-    """Delete every entry and source row (the shards stay, for gc)."""
-    conn.execute(delete(entries))
+def record_generation(conn: Connection, generation: int, operation: str, added: int, removed: int) -> None:
+    """Write the ``generations`` row of ``generation`` (UTC time now)."""
+    now = datetime.now(UTC).isoformat(timespec="microseconds")
+    conn.execute(
+        insert(generations).values(
+            generation=generation,
+            created_at=now,
+            operation=operation,
+            added=added,
+            removed=removed,
+            token=uuid.uuid4().hex,
+        )
+    )
+
+
+def set_store_value(conn: Connection, key: str, value: str) -> None:
+    """Set the ``store_info`` value of ``key``."""
+    conn.execute(delete(store_info).where(store_info.c.key == key))
+    conn.execute(insert(store_info).values(key=key, value=value))
+
+
+def allocate_ids(conn: Connection, n: int) -> range:
+    """``n`` new entry ids, never used before in this store (taken from ``store_info.next_entry_id``)."""
+    first = int(store_value(conn, "next_entry_id") or 1)
+    conn.execute(update(store_info).where(store_info.c.key == "next_entry_id").values(value=str(first + n)))
+    return range(first, first + n)
+
+
+def retire(conn: Connection, generation: int, condition: ColumnElement) -> int:
+    """Mark the live entries matching ``condition`` removed at ``generation``; return how many."""
+    return conn.execute(update(entries).where(entries.c.died.is_(None), condition).values(died=generation)).rowcount
+
+
+def retire_keys(conn: Connection, generation: int, keys: Sequence[str]) -> int:
+    """Retire the live entries whose key is in ``keys``; return how many."""
+    keys = list(keys)
+    return sum(retire(conn, generation, entries.c.key.in_(keys[i : i + _CHUNK])) for i in range(0, len(keys), _CHUNK))
+
+
+def retire_all(conn: Connection, generation: int) -> int:
+    """Retire every live entry and forget every source; return how many entries."""
+    count = retire(conn, generation, entries.c.id.is_not(None))
     conn.execute(delete(sources))
+    return count
+
+
+def retire_sources(conn: Connection, generation: int, source_ids: Sequence[int]) -> int:
+    """Retire the live entries of these sources and delete the sources' rows; return how many entries."""
+    ids, count = list(source_ids), 0
+    for i in range(0, len(ids), _CHUNK):
+        chunk = ids[i : i + _CHUNK]
+        count += retire(conn, generation, entries.c.source_id.in_(chunk))
+        conn.execute(delete(sources).where(sources.c.id.in_(chunk)))
+    return count

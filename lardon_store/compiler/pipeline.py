@@ -15,9 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import OperationalError
 
+from ..catalog.engine import checkpoint
 from ..catalog.schema import sources
 from ..catalog.writer import CatalogWriter, catalog_write_error
 from ..errors import CallbackError, InvalidDataError
@@ -44,6 +45,7 @@ class CompileSummary:
     bytes_written: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    generations: list[int] = field(default_factory=list)  # the generations this compile committed
 
     def __str__(self) -> str:
         return (
@@ -157,13 +159,12 @@ def compile_store(
                 # The catalog's sources have distinct keys already: only a new file can clash.
                 if any(kind == "new" for _, kind in work.todo):
                     check_keys(files)
-                for i in range(0, len(work.deleted), 500):
-                    conn.execute(delete(sources).where(sources.c.id.in_(work.deleted[i : i + 500])))
         except OperationalError as exc:
             raise catalog_write_error(exc, target) from exc
         summary.unchanged, summary.deleted = work.unchanged, len(work.deleted)
         outcomes = run_callbacks(callback, [str(src / rel) for rel, _ in work.todo], workers)
-        writer = CatalogWriter(store.engine, store.root, max_shard_bytes)
+        writer = CatalogWriter(store.engine, store.root, max_shard_bytes, "compile")
+        writer.retire_sources(work.deleted)  # (committed with the first batch, in its generation)
         try:
             for done, (rel, kind) in enumerate(work.todo):
                 outcome = next(outcomes)
@@ -201,7 +202,7 @@ def compile_store(
                 else:
                     summary.new += kind == "new"
                     summary.changed += kind == "changed"
-                # Replacing a source's row drops its old entries (ON DELETE CASCADE) in the same transaction.
+                # Replacing a source's row retires its old entries in the same transaction.
                 writer.add(source_row, items)
                 if writer.full():
                     writer.commit()
@@ -211,7 +212,9 @@ def compile_store(
         finally:
             outcomes.close()
             writer.close()
+        checkpoint(store.engine)
         summary.entries_written = writer.entries_written
         summary.bytes_written = writer.writer.bytes_written
+        summary.generations = list(writer.generations)
     summary.seconds = time.perf_counter() - started
     return summary

@@ -25,7 +25,7 @@ from ..errors import CorruptStoreError
 from .codecs import descr_to_dtype, parse_ints
 from .layout import MAX_NBYTES, MAX_NDIM
 
-__all__ = ["Columns", "IdLookup", "build_columns", "check_row", "columns_from_texts", "parse_shape"]
+__all__ = ["Columns", "IdLookup", "build_columns", "check_arrays", "check_row", "columns_from_texts", "parse_shape"]
 
 
 def parse_shape(text: Any) -> Any:
@@ -250,14 +250,58 @@ def _padded(shapes: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return ndim, dims
 
 
+def _distinct(ids: np.ndarray) -> bool:
+    """Whether the int64 ``ids`` are distinct: counted in a table when they are small non-negative integers (as the
+    catalog's are: milliseconds for a million), else sorted."""
+    if ids.min() >= 0 and ids.max() <= 4 * len(ids) + 1_000_000:
+        return int(np.bincount(ids).max()) <= 1
+    return len(np.unique(ids)) == len(ids)
+
+
+def check_arrays(c: Columns) -> bool:
+    """Whether columns held as arrays (read from whole-column texts, or from a kept snapshot) pass every check of
+    ``check_row`` on every row: the array dtypes and lengths, dtype codes and shard positions in range, offsets and
+    sizes in ``[0, MAX_NBYTES)``, at most ``MAX_NDIM`` non-negative dimensions, ``prod(shape) * itemsize ==
+    nbytes``, and each entry inside its shard's committed size. Ids must be distinct."""
+    n = len(c.ids)
+    arrays = ((c.ids, np.int64), (c.shard, np.int32), (c.offset, np.int64), (c.nbytes, np.int64),
+              (c.dtype, np.int16), (c.ndim, np.int8))  # fmt: skip
+    if any(not isinstance(x, np.ndarray) or x.dtype != t or x.shape != (n,) for x, t in arrays):
+        return False
+    dims, sizes = c.dims, c.shard_sizes
+    if not isinstance(dims, np.ndarray) or dims.dtype != np.int64 or dims.ndim != 2 or dims.shape[0] != n:
+        return False
+    if not isinstance(sizes, np.ndarray) or sizes.dtype != np.int64 or sizes.shape != (len(c.shard_paths),):
+        return False
+    if not n:
+        return True
+    if not _distinct(c.ids) or (c.shard < 0).any() or (c.shard >= len(sizes)).any():
+        return False
+    if (c.dtype < 0).any() or (c.dtype >= len(c.dtypes)).any() or (c.ndim < 0).any() or (c.ndim > MAX_NDIM).any():
+        return False
+    if (c.offset < 0).any() or (c.nbytes < 0).any() or (c.offset >= MAX_NBYTES).any() or (c.nbytes >= MAX_NBYTES).any():
+        return False
+    if dims.shape[1] > MAX_NDIM or (dims.size and ((dims < 0).any() or dims.max() >= MAX_NBYTES)):
+        return False
+    inside = np.arange(dims.shape[1]) < c.ndim[:, None]
+    if (dims[~inside] != 0).any():
+        return False  # (padding is zeros)
+    used = np.where(inside, dims, 1)
+    itemsize = np.array([d.itemsize for d in c.dtypes], np.int64)[c.dtype]
+    if (np.prod(used.astype(np.float64), axis=1) * itemsize > MAX_NBYTES).any():
+        return False
+    return bool((np.prod(used, axis=1) * itemsize == c.nbytes).all() and (c.offset + c.nbytes <= sizes[c.shard]).all())
+
+
 def columns_from_texts(
     texts: tuple[int, str, str, str, str, str, str], shards: dict[int, tuple[str, int]]
 ) -> Columns | None:
     """Columns from the catalog columns read as one text each: ``(count, ids, shard ids, offsets, nbytes, dtypes,
     shapes)``, numbers comma-separated, dtypes and shapes NUL-separated, all in the same row order.
 
-    The checks are those of ``build_columns``, made on whole columns. None when a text does not parse or any row
-    fails a check: the caller then reads the rows one by one with ``build_columns``, whose error names the row.
+    The checks are those of ``build_columns``, made on whole columns by ``check_arrays``. None when a text does not
+    parse or any row fails a check: the caller then reads the rows one by one with ``build_columns``, whose error
+    names the row.
     """
     n, *rest = texts
     if not n or any(type(t) is not str for t in rest):
@@ -268,9 +312,7 @@ def columns_from_texts(
     if any(x is None for x in (ids, sid, off, nb)) or len(descr_list) != n:
         return None
     shard_ids = sorted(shards)
-    if not np.isin(sid, shard_ids).all() or (off < 0).any() or (nb < 0).any():
-        return None
-    if (off >= MAX_NBYTES).any() or (nb >= MAX_NBYTES).any():
+    if not np.isin(sid, shard_ids).all():
         return None
     descrs: list[str] = sorted(set(descr_list))  # (a store rarely holds more than a few dtypes)
     if len(descrs) == 1:
@@ -285,27 +327,18 @@ def columns_from_texts(
     if parsed is None:
         return None
     ndims, dims = parsed
-    if dims.shape[1] > MAX_NDIM or (dims.size and dims.max() >= MAX_NBYTES):
+    if dims.shape[1] > MAX_NDIM or (ndims > MAX_NDIM).any():
         return None
-    itemsize = np.array([d.itemsize for d in dtypes], np.int64)[codes]
-    used = np.where(np.arange(dims.shape[1]) < ndims[:, None], dims, 1)  # (padding is not a dimension)
-    if (np.prod(used.astype(np.float64), axis=1) * itemsize > MAX_NBYTES).any():
-        return None
-    if not (np.prod(used, axis=1) * itemsize == nb).all():
-        return None
-    shard_pos = np.searchsorted(shard_ids, sid)
-    sizes = np.array([shards[x][1] for x in shard_ids], np.int64)
-    if not (off + nb <= sizes[shard_pos]).all():
-        return None
-    return Columns(
+    columns = Columns(
         ids,
-        shard_pos.astype(np.int32),
+        np.searchsorted(shard_ids, sid).astype(np.int32),
         off,
         nb,
         codes,
         ndims.astype(np.int8),
         dims,
         tuple(shards[x][0] for x in shard_ids),
-        sizes,
+        np.array([shards[x][1] for x in shard_ids], np.int64),
         tuple(dtypes),
     )
+    return columns if check_arrays(columns) else None

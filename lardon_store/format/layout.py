@@ -6,7 +6,9 @@ A store is a folder holding:
   ("LRDN") so that other tools can tell it apart;
 - ``blobs/shard-NNNNNN.bin``: the shard files (``BLOBS_DIR``, ``shard_name(n)``): array bytes, each array
   C-contiguous at an offset that is a multiple of ``ALIGNMENT`` (64 bytes), zero bytes in the gaps, no header;
-- ``write.lock``: the file whose ``flock`` makes one writer at a time (``LOCK_NAME``).
+- ``write.lock``: the file whose ``flock`` makes one writer at a time (``LOCK_NAME``);
+- ``snapshot/``: the query snapshot kept between processes (``SNAPSHOT_DIR``; see ``query/persisted.py``), which
+  may be deleted at any time.
 
 A folder imported from the original ``lardon`` also holds its ``parsing.ldn`` (``LEGACY_CATALOG``) and its raw array
 files, which the catalog may reference in place as shards: any plain relative path inside the store
@@ -32,6 +34,7 @@ __all__ = [
     "MAX_NDIM",
     "NEXT_SHARD_KEY",
     "SHARD_PATTERN",
+    "SNAPSHOT_DIR",
     "is_safe_relpath",
     "packed_size",
     "shard_name",
@@ -42,6 +45,7 @@ CATALOG_NAME = "catalog.sqlite"
 BLOBS_DIR = "blobs"
 LOCK_NAME = "write.lock"
 LEGACY_CATALOG = "parsing.ldn"
+SNAPSHOT_DIR = "snapshot"
 APPLICATION_ID = 0x4C52444E  # "LRDN"
 ALIGNMENT = 64
 DEFAULT_MAX_SHARD_BYTES = 1 << 30

@@ -16,7 +16,26 @@ import numpy as np
 
 from ..errors import CorruptStoreError, InvalidDataError
 
-__all__ = ["KEY_PATTERN", "from_json", "is_key", "normalize", "scalar_rows", "to_json"]
+__all__ = [
+    "BOOL",
+    "FLOAT",
+    "INT",
+    "KEY_PATTERN",
+    "MISSING",
+    "NULL",
+    "STR",
+    "TYPE_CODES",
+    "from_json",
+    "is_key",
+    "normalize",
+    "scalar_rows",
+    "to_json",
+]
+
+# meta_values.type as a small integer (the query snapshot's type codes); 0 is "no scalar value for this key"
+# (missing, or a list/dict kept in the JSON only).
+TYPE_CODES = {"int": 1, "float": 2, "bool": 3, "str": 4, "null": 5}
+MISSING, INT, FLOAT, BOOL, STR, NULL = 0, 1, 2, 3, 4, 5
 
 KEY_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # used with fullmatch: "$" would accept "a\n"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CorruptStoreError, StoreWriteError
+from ..errors import CorruptStoreError, ShardMissingError, StoreWriteError
 from ..format.codecs import checksum
 from ..format.layout import (
     ALIGNMENT,
@@ -125,9 +125,12 @@ class ShardWriter:
         # The real end of the file: a crash may have left bytes there that no row points at.
         self._size = max(size, os.fstat(self._file.fileno()).st_size)
 
-    def append(self, array: np.ndarray) -> tuple[str, int, int, str]:
-        """Write ``array`` (C-contiguous) and return (shard path, offset, nbytes, checksum)."""
-        data = memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    def append(self, array: np.ndarray | bytes) -> tuple[str, int, int, str]:
+        """Write ``array`` (C-contiguous) or raw bytes and return (shard path, offset, nbytes, checksum)."""
+        if isinstance(array, (bytes, bytearray, memoryview)):
+            data = memoryview(array).cast("B")  # (np.ascontiguousarray(b"") would be one byte long)
+        else:
+            data = memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
         nbytes = data.nbytes
         pad = -self._size % ALIGNMENT
         if self._file is None or (self._size > 0 and self._size + pad + nbytes > self.max_shard_bytes):
@@ -212,7 +215,7 @@ class ShardReader:
                         )
                     mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             except FileNotFoundError as exc:
-                raise CorruptStoreError(f"{path}: shard file is missing; run `lardon-store verify`.") from exc
+                raise ShardMissingError(f"{path}: shard file is missing; run `lardon-store verify`.") from exc
             self._maps[relpath] = mm
         return mm
 

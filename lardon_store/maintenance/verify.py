@@ -28,11 +28,13 @@ __all__ = ["Damage", "VerifyReport", "verify_store"]
 
 @dataclass(frozen=True, slots=True)
 class Damage:
-    """One damaged entry: its key, its source file (None for registered data) and what is wrong."""
+    """One damaged entry row: its key, its source file (None for registered data), what is wrong, and whether it
+    is live (False: a row kept only for older generations)."""
 
     key: str
     source: str | None
     reason: str
+    live: bool = True
 
 
 @dataclass
@@ -46,7 +48,8 @@ class VerifyReport:
     catalog_problems: list[str] = field(default_factory=list)
     shard_problems: list[str] = field(default_factory=list)
     damaged: list[Damage] = field(default_factory=list)
-    reclaimable_bytes: int = 0  # what gc would free: dead bytes inside shards, and orphan shard files
+    reclaimable_bytes: int = 0  # dead bytes inside shards and orphan shard files: what any gc frees
+    retired_bytes: int = 0  # bytes of removed or replaced entries kept for older generations (gc's retention)
 
     @property
     def ok(self) -> bool:
@@ -65,13 +68,19 @@ class VerifyReport:
     def __str__(self) -> str:
         lines = [
             f"{self.root}: {self.entries_checked:,} entries in {self.shards_checked} shard(s) checked "
-            f"({self.bytes_checked / 1e6:,.1f} MB); {self.reclaimable_bytes:,} bytes reclaimable by gc",
+            f"({self.bytes_checked / 1e6:,.1f} MB); {self.reclaimable_bytes:,} bytes reclaimable by gc, "
+            f"{self.retired_bytes:,} bytes of older generations kept",
         ]
         lines += [f"CATALOG    {p}" for p in self.catalog_problems]
         lines += [f"SHARD      {p}" for p in self.shard_problems]
-        lines += [f"DAMAGED    {d.key} (source {d.source or '-'}): {d.reason}" for d in self.damaged]
+        lines += [
+            f"DAMAGED    {d.key} (source {d.source or '-'}{'' if d.live else ', older generation'}): {d.reason}"
+            for d in self.damaged
+        ]
         if self.damaged_sources:
-            lines.append("recompile  " + ", ".join(self.damaged_sources))
+            lines.append("recompile  " + ", ".join(self.damaged_sources) + " (compile with --force)")
+        if any(not d.live for d in self.damaged):
+            lines.append("older generations hold damaged entries: `lardon-store gc --keep-seconds 0` drops them")
         lines.append(
             "ok"
             if self.ok
@@ -117,19 +126,27 @@ def verify_store(path: str | os.PathLike) -> VerifyReport:
         if real < size:
             report.shard_problems.append(f"{file}: {real} bytes on disk, the catalog says {size}: truncated")
         files[sid] = (file, real)
-    live: dict[int, list[int]] = {sid: [] for sid in shard_rows}
+    kept: dict[int, list[int]] = {sid: [] for sid in shard_rows}  # every row, in shard order
+    live: dict[int, list[int]] = {sid: [] for sid in shard_rows}  # the live rows only
     for row in rows:
-        live.setdefault(row.shard_id, []).append(row.nbytes)
+        kept.setdefault(row.shard_id, []).append(row.nbytes)
+        if row.died is None:
+            live.setdefault(row.shard_id, []).append(row.nbytes)
     known = {spath: sid for sid, (spath, _) in shard_rows.items()}
     report.reclaimable_bytes = sum(
-        max(0, size - packed_size(live[known[spath]])) if spath in known else size for spath, size in on_disk.items()
+        max(0, size - packed_size(kept[known[spath]])) if spath in known else size for spath, size in on_disk.items()
+    )
+    report.retired_bytes = sum(
+        packed_size(kept[sid]) - packed_size(live.get(sid, [])) for sid in kept if shard_rows[sid][0] in on_disk
     )
     handle, handle_sid = None, None
     try:
         for row in rows:
             report.entries_checked += 1
             if row.shard_id not in files:
-                report.damaged.append(Damage(row.key, row.path, f"its shard (id {row.shard_id}) is missing or invalid"))
+                report.damaged.append(
+                    Damage(row.key, row.path, f"its shard (id {row.shard_id}) is missing or invalid", row.died is None)
+                )
                 continue
             file, real = files[row.shard_id]
             problem = _row_problem(row, file, real)
@@ -144,7 +161,7 @@ def verify_store(path: str | os.PathLike) -> VerifyReport:
                 if checksum(data) != row.checksum:
                     problem = f"checksum {checksum(data)} != {row.checksum} in {file} at offset {row.offset}"
             if problem is not None:
-                report.damaged.append(Damage(row.key, row.path, problem))
+                report.damaged.append(Damage(row.key, row.path, problem, row.died is None))
     finally:
         if handle is not None:
             handle.close()

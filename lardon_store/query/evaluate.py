@@ -1,9 +1,12 @@
 """Query evaluation: conditions and metadata look-ups answered as positions, columns and values, never Selections.
 
 Each function takes a store handle and, where it narrows or reorders a set of entries, that set's entry ids; it
-returns what the selection layer needs to build its result (``Columns`` of the matching entries, positions into the
-given ids, or one array of values per key). Conditions run on the query snapshot (``snapshot.py``); the counts of
-``metadata_keys`` and ``distinct`` and the query plan of ``explain`` come from the catalog.
+returns what the selection layer needs to build its result (``Columns`` of the matching entries with the generation
+they are pinned to, positions into the given ids, or one array of values per key). Conditions run on the query
+snapshot (``snapshot.py``), which holds every entry row gc has kept: an entry row's content never changes, so a
+selection pinned to an older generation is answered from the same snapshot. Ids gc has reclaimed raise
+``GenerationExpiredError``. The counts of ``metadata_keys`` and ``distinct`` (live entries) and the query plan of
+``explain`` come from the catalog.
 """
 
 from __future__ import annotations
@@ -16,15 +19,19 @@ from sqlalchemy import select
 
 from ..catalog import reads
 from ..catalog.schema import entries
-from ..errors import QueryError
+from ..errors import GenerationExpiredError, GenerationNotFoundError, QueryError
 from ..format.columns import Columns
+from ..format.metadata import BOOL, FLOAT, INT, MISSING, NULL, STR, TYPE_CODES
 from ..handle import StoreHandle
 from .expressions import Expr, check_key, kind
 from .parser import as_expr
-from .snapshot import BOOL, FLOAT, INT, MISSING, NULL, STR, TYPE_CODES, Snapshot, snapshot_of
+from .snapshot import Snapshot, snapshot_of
 
 __all__ = [
-    "all_columns",
+    "columns_at",
+    "columns_of_ids",
+    "expired",
+    "live_columns",
     "distinct",
     "explain",
     "matching_columns",
@@ -35,33 +42,73 @@ __all__ = [
 ]
 
 
-def all_columns(handle: StoreHandle) -> Columns:
-    """The columns of every entry of the store, in key order, as of now."""
-    return snapshot_of(handle).columns
+def expired(handle: StoreHandle, generation: int, oldest: int) -> GenerationExpiredError:
+    """The error for reading generation ``generation`` of ``handle`` after gc reclaimed it."""
+    return GenerationExpiredError(
+        f"{handle.root}: generation {generation} was reclaimed by gc (the oldest generation kept is {oldest}): its "
+        "entries and bytes are gone. Keep generations longer with gc(keep_seconds=...) or `lardon-store gc "
+        "--keep-seconds N`."
+    )
 
 
-def matching_columns(handle: StoreHandle, expr: Expr) -> Columns:
-    """The columns of the store's entries matching ``expr``, in key order."""
-    snap = snapshot_of(handle, expr.keys())
-    return snap.columns.take(np.flatnonzero(expr.mask(snap)))
+def live_columns(handle: StoreHandle) -> tuple[Columns, int]:
+    """The columns of the live entries, in key order, and the latest generation they belong to (the snapshot's own
+    arrays when every row is live: no copy)."""
+    snap = snapshot_of(handle)
+    live = snap.alive_at(snap.generation)
+    return (snap.columns if len(live) == len(snap) else snap.columns.take(live)), snap.generation
 
 
-def refine_positions(handle: StoreHandle, ids: np.ndarray, expr: Expr) -> np.ndarray:
-    """The positions in ``ids`` of the entries matching ``expr``, in order (entries removed since never match)."""
-    snap = snapshot_of(handle, expr.keys())
+def columns_at(handle: StoreHandle, generation: int) -> Columns:
+    """The columns of the entries alive at ``generation``, in key order."""
+    snap = snapshot_of(handle)
+    if isinstance(generation, bool) or not isinstance(generation, (int, np.integer)):
+        raise TypeError(f"a generation is an int, not {type(generation).__name__}")
+    if not 1 <= generation <= snap.generation:
+        raise GenerationNotFoundError(
+            f"{handle.root}: generation {generation} does not exist (the latest is {snap.generation}): see "
+            "store.history() or `lardon-store history`."
+        )
+    if generation < snap.oldest:
+        raise expired(handle, generation, snap.oldest)
+    return snap.columns.take(snap.alive_at(int(generation)))
+
+
+def _positions(handle: StoreHandle, snap: Snapshot, ids: np.ndarray, generation: int) -> np.ndarray:
+    """The snapshot positions of ``ids`` (rows pinned at ``generation``); GenerationExpiredError if gc took one."""
     found, pos = snap.positions(ids)
-    return np.flatnonzero(found & expr.mask(snap)[pos])
+    if not found.all():
+        raise expired(handle, generation, snap.oldest)
+    return pos
+
+
+def columns_of_ids(handle: StoreHandle, ids: np.ndarray, generation: int) -> Columns:
+    """The columns of entry rows ``ids``, in that order, as read now (their bytes may have moved since)."""
+    snap = snapshot_of(handle)
+    return snap.columns.take(_positions(handle, snap, np.asarray(ids, np.int64), generation))
+
+
+def matching_columns(handle: StoreHandle, expr: Expr) -> tuple[Columns, int]:
+    """The columns of the live entries matching ``expr``, in key order, and their generation."""
+    snap = snapshot_of(handle, expr.keys())
+    live = snap.alive_at(snap.generation)
+    return snap.columns.take(live[expr.mask(snap)[live]]), snap.generation
+
+
+def refine_positions(handle: StoreHandle, ids: np.ndarray, expr: Expr, generation: int) -> np.ndarray:
+    """The positions in ``ids`` (rows pinned at ``generation``) of the entries matching ``expr``, in order."""
+    snap = snapshot_of(handle, expr.keys())
+    return np.flatnonzero(expr.mask(snap)[_positions(handle, snap, ids, generation)])
 
 
 def _key_values(
-    handle: StoreHandle, ids: np.ndarray, keys: Iterable[str]
+    handle: StoreHandle, ids: np.ndarray, keys: Iterable[str], generation: int
 ) -> tuple[Snapshot, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """For each key, the type code and snapshot position of its value at each of ``ids`` (MISSING for an entry
-    removed since those ids were taken)."""
+    """For each key, the type code and snapshot position of its value at each of ``ids``."""
     keys = [check_key(k) for k in keys]
     snap = snapshot_of(handle, set(keys))
-    found, pos = snap.positions(ids)
-    return snap, {k: (np.where(found, snap.keys[k].type[pos], MISSING), pos) for k in keys}
+    pos = _positions(handle, snap, ids, generation)
+    return snap, {k: (snap.keys[k].type[pos], pos) for k in keys}
 
 
 def _scalar(code: int, num: float, rank: int, texts: list[str]) -> Any:
@@ -98,11 +145,13 @@ def _narrow(values: list[Any], present: np.ndarray) -> np.ndarray:
     return out
 
 
-def metadata_columns(handle: StoreHandle, ids: np.ndarray, keys: Iterable[str]) -> dict[str, np.ndarray]:
+def metadata_columns(
+    handle: StoreHandle, ids: np.ndarray, keys: Iterable[str], generation: int
+) -> dict[str, np.ndarray]:
     """One numpy array per key over entry ``ids``: int64, float64, bool or str when every entry holds a value of
     that type (ints and floats together give float64), else an object array with None where the key is missing.
     Lists and dicts are returned whole (parsed from the entry's JSON)."""
-    snap, found = _key_values(handle, ids, keys)
+    snap, found = _key_values(handle, ids, keys, generation)
     out: dict[str, np.ndarray] = {}
     for key, (types, pos) in found.items():
         c = snap.keys[key]
@@ -125,10 +174,12 @@ def metadata_columns(handle: StoreHandle, ids: np.ndarray, keys: Iterable[str]) 
 _GROUP = np.array([4, 0, 0, 1, 2, 3], np.int8)  # by type code: numbers, then bools, strings, nulls, no value
 
 
-def order_positions(handle: StoreHandle, ids: np.ndarray, key: str, descending: bool = False) -> np.ndarray:
+def order_positions(
+    handle: StoreHandle, ids: np.ndarray, key: str, generation: int, descending: bool = False
+) -> np.ndarray:
     """The order of ``ids`` sorted by the value of ``key``: numbers, then bools, then strings, then nulls, then
     entries without a scalar value; ties keep the given order. ``descending`` reverses the values, not the groups."""
-    snap, found = _key_values(handle, ids, [key])
+    snap, found = _key_values(handle, ids, [key], generation)
     types, pos = found[key]
     c = snap.keys[key]
     num = np.where((types > MISSING) & (types <= BOOL), c.num[pos], 0.0)

@@ -40,8 +40,8 @@ from sqlalchemy import ColumnElement, and_, false, intersect, literal, not_, or_
 
 from ..catalog.schema import entries, meta_values
 from ..errors import QueryError
-from ..format.metadata import KEY_PATTERN, is_key
-from .snapshot import BOOL, MISSING, NULL, Snapshot
+from ..format.metadata import BOOL, KEY_PATTERN, MISSING, NULL, is_key
+from .snapshot import Snapshot
 
 __all__ = [
     "And",

@@ -27,22 +27,21 @@ import threading
 import weakref
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from sqlalchemy import Connection
 
 from ..catalog.engine import catalog_path
-from ..catalog.reads import load_columns
+from ..catalog.reads import current_generation, entry_lives, generation_token, load_columns, shard_rows, store_value
 from ..errors import CorruptStoreError, StoreNotFoundError
 from ..format.codecs import parse_ints
 from ..format.columns import Columns, IdLookup
+from ..format.metadata import BOOL, FLOAT, INT, STR, TYPE_CODES
 from ..handle import StoreHandle
+from . import persisted
 
-__all__ = ["KEY_QUERIES", "KeyColumns", "Snapshot", "SnapshotCache", "TYPE_CODES", "release", "snapshot_of"]
-
-# meta_values.type as a small integer; 0 is "no scalar value for this key" (missing, or a list/dict kept in JSON).
-TYPE_CODES = {"int": 1, "float": 2, "bool": 3, "str": 4, "null": 5}
-MISSING, INT, FLOAT, BOOL, STR, NULL = 0, 1, 2, 3, 4, 5
+__all__ = ["KEY_QUERIES", "KeyColumns", "Snapshot", "SnapshotCache", "release", "snapshot_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,15 +87,32 @@ class KeyColumns:
 
 @dataclass(slots=True)
 class Snapshot:
-    """The catalog as of one ``data_version``: every entry's columns, and the values of the keys loaded so far."""
+    """The catalog as of one ``data_version``: every entry row kept (live, and retired ones gc has not reclaimed),
+    the generations each lived in, and the values of the keys loaded so far."""
 
     version: int
+    generation: int  # the store's latest generation
+    oldest: int  # the oldest generation gc kept: rows alive at any generation from it on are here
+    store_id: str
     columns: Columns
+    born: np.ndarray  # int64, per row: the generation that added it
+    died: np.ndarray  # int64, per row: the generation that removed it, 0 while live
     keys: dict[str, KeyColumns] = field(default_factory=dict)
+    token: str = ""  # the random token of `generation`
+    kept_in: Path | None = None  # the store folder whose snapshot/ may hold this snapshot's files (None: memory only)
     _lookup: IdLookup | None = None
+    _live: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.columns.ids)
+
+    def alive_at(self, generation: int) -> np.ndarray:
+        """Positions (in key order) of the rows alive at ``generation`` (the latest one: the live rows)."""
+        if generation == self.generation:
+            if self._live is None:
+                self._live = np.flatnonzero(self.died == 0)
+            return self._live
+        return np.flatnonzero((self.born <= generation) & ((self.died == 0) | (self.died > generation)))
 
     def positions(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For entry ``ids``: which are in the snapshot (mask), and their positions (valid where the mask is)."""
@@ -105,10 +121,19 @@ class Snapshot:
         return self._lookup.find(ids)
 
     def load_key(self, conn: Connection, key: str, where: str) -> None:
-        """Read ``key``'s ``meta_values`` rows into a KeyColumns (inside the snapshot's read transaction).
+        """Read ``key``'s values into a KeyColumns: from the kept snapshot files when they hold it, else from the
+        ``meta_values`` rows (inside the snapshot's read transaction), then kept for the next process."""
+        if self.kept_in is not None:
+            kept = persisted.load_key(self.kept_in, self.store_id, self.generation, self.token, key, len(self))
+            if kept is not None:
+                self.keys[key] = KeyColumns(*kept)
+                return
+        self._read_key(conn, key, where)
+        if self.kept_in is not None:
+            persisted.save_key(self.kept_in, self.store_id, self.generation, self.token, key, self.keys[key])
 
-        Ids, type codes, whole numbers and strings come as one text each; other numbers as (id, number) pairs.
-        """
+    def _read_key(self, conn: Connection, key: str, where: str) -> None:
+        """Ids, type codes, whole numbers and strings come as one text each; other numbers as (id, number) pairs."""
         raw = conn.connection.driver_connection
         n = len(self)
         types, nums, ranks = np.zeros(n, np.int8), np.full(n, np.nan), np.full(n, -1, np.int64)
@@ -209,11 +234,18 @@ class SnapshotCache:
         self._pid = -1
         self._lock = threading.Lock()
         self._conn: Connection | None = None
+        self._raw: sqlite3.Connection | None = None  # the sqlite3 connection under _conn
+        self._path = ""
         self._file_id: tuple[int, int] | None = None
         self._snapshot: Snapshot | None = None
 
-    def get(self, store: StoreHandle, keys: set[str]) -> Snapshot:
+    def get(self, store: StoreHandle, keys: set[str] | frozenset[str]) -> Snapshot:
         """The snapshot of ``store``'s catalog as it is now, with ``keys`` loaded."""
+        snap = self._snapshot
+        if snap is not None and self._pid == os.getpid() and keys <= snap.keys.keys():
+            with self._lock:
+                if self._unchanged(store, snap):
+                    return snap
         if self._pid != os.getpid():
             # After fork the parent's connection and lock are not ours: start over, and never close theirs.
             _abandon(self._conn)
@@ -231,16 +263,33 @@ class SnapshotCache:
                 if self._conn is not None:
                     self._conn.close()
                 self._conn, self._file_id, self._snapshot = store.engine.connect(), file_id, None
+                self._raw, self._path = self._conn.connection.driver_connection, os.fspath(catalog_path(store.root))
             conn = self._conn
             with conn.begin():
                 # Read inside the transaction, data_version names the very catalog state this transaction reads.
                 version = conn.exec_driver_sql("PRAGMA data_version").scalar()
                 snap = self._snapshot
                 if snap is None or snap.version != version:
-                    snap = self._snapshot = Snapshot(version, load_columns(conn, str(store.root)))
+                    # The kept files are trusted on a first load, or once the generation moved; a change without a
+                    # new generation (a row edited by another program) is read from the catalog itself.
+                    moved = snap is None or current_generation(conn) != snap.generation
+                    snap = self._snapshot = _load(conn, version, store.root, use_kept=moved)
                 for key in sorted(keys - snap.keys.keys()):
                     snap.load_key(conn, key, str(store.root))
             return snap
+
+    def _unchanged(self, store: StoreHandle, snap: Snapshot) -> bool:
+        """Whether nothing committed since ``snap`` was read: the same catalog file, the same ``data_version`` (read
+        outside a transaction: a few microseconds)."""
+        if self._conn is None or self._snapshot is not snap or self._raw is None:
+            return False
+        try:
+            stat = os.stat(self._path)
+        except FileNotFoundError:
+            return False
+        if (stat.st_dev, stat.st_ino) != self._file_id:
+            return False
+        return self._raw.execute("PRAGMA data_version").fetchone()[0] == snap.version
 
     def close(self) -> None:
         """Drop the snapshot and close the connection (a no-op in a forked child)."""
@@ -252,6 +301,25 @@ class SnapshotCache:
             if self._conn is not None:
                 self._conn.close()
             self._conn, self._snapshot = None, None
+
+
+def _load(conn: Connection, version: int, root: Path, use_kept: bool) -> Snapshot:
+    """Every entry row of the catalog and its generations, read on ``conn`` (inside its read transaction): from the
+    kept snapshot files of this generation when ``use_kept`` and they pass their checks, else from the catalog
+    (and then kept)."""
+    generation = current_generation(conn)
+    oldest = int(store_value(conn, "oldest_generation") or 1)
+    store_id = store_value(conn, "store_id") or ""
+    token = generation_token(conn, generation)
+    kept = persisted.load_entries(root, store_id, generation, token, shard_rows(conn)) if use_kept else None
+    if kept is not None:
+        columns, born, died = kept
+    else:
+        columns = load_columns(conn, str(root))
+        born, died = entry_lives(conn, columns.ids, str(root))
+        persisted.save_entries(root, store_id, generation, token, columns, born, died)
+    kept_in = root if use_kept else None
+    return Snapshot(version, generation, oldest, store_id, columns, born, died, token=token, kept_in=kept_in)
 
 
 # Connections inherited through fork: kept referenced so that the child never closes them (closing runs SQLite's
@@ -268,14 +336,16 @@ _CACHES: weakref.WeakKeyDictionary[StoreHandle, SnapshotCache] = weakref.WeakKey
 _CACHES_LOCK = threading.Lock()
 
 
-def snapshot_of(handle: StoreHandle, keys: set[str] = frozenset()) -> Snapshot:
+def snapshot_of(handle: StoreHandle, keys: set[str] | frozenset[str] = frozenset()) -> Snapshot:
     """The query snapshot of ``handle``'s catalog as it is now, with ``keys`` loaded (one cache per handle)."""
-    with _CACHES_LOCK:
-        cache = _CACHES.get(handle)
-        if cache is None:
-            cache = _CACHES[handle] = SnapshotCache()
-            weakref.finalize(handle, cache.close)  # (close its connection once the handle is gone)
-    return cache.get(handle, set(keys))
+    cache = _CACHES.get(handle)
+    if cache is None:
+        with _CACHES_LOCK:
+            cache = _CACHES.get(handle)
+            if cache is None:
+                cache = _CACHES[handle] = SnapshotCache()
+                weakref.finalize(handle, cache.close)  # (close its connection once the handle is gone)
+    return cache.get(handle, keys)
 
 
 def release(handle: StoreHandle) -> None:

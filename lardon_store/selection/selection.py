@@ -15,17 +15,19 @@ from typing import Any
 import numpy as np
 
 from ..catalog.reads import rows_of
-from ..errors import CorruptStoreError, EntryNotFoundError
+from ..errors import CorruptStoreError, EntryNotFoundError, ShardMissingError
 from ..format.columns import Columns
 from ..handle import StoreHandle
-from ..query.evaluate import metadata_columns, order_positions, refine_positions
+from ..query.evaluate import columns_of_ids, metadata_columns, order_positions, refine_positions
 from ..query.expressions import Expr
 from ..query.parser import combine
 from .batching import batch, check_mode
 from .indexing import has_random, resolve, view_shape
 from .transforms import apply_transforms, check_transform, list_shape, shape_ranges
 
-__all__ = ["Entry", "ScatteredSelection", "Selection", "item_dims", "scatter"]
+__all__ = ["MANIFEST_FORMAT", "Entry", "ScatteredSelection", "Selection", "item_dims", "scatter"]
+
+MANIFEST_FORMAT = "lardon_store.manifest/1"
 
 
 class Selection:
@@ -51,9 +53,14 @@ class Selection:
         return_metadata: bool = False,
         return_indices: bool = False,
         transforms: tuple[tuple[str, int], ...] = (),
+        *,
+        generation: int,
+        query: str | None = None,
     ):
         self._store = store
         self._columns = columns
+        self._generation = int(generation)
+        self._query = query
         self.batch_mode = check_mode(batch_mode)
         self.batch_args = dict(batch_args or {})
         self._seed = seed
@@ -72,12 +79,37 @@ class Selection:
             yield self[i]
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} of {len(self)} entries from {self._store.root}>"
+        return (
+            f"<{type(self).__name__} of {len(self)} entries from {self._store.root} at generation {self._generation}>"
+        )
 
     @property
     def store(self) -> StoreHandle:
         """The store the entries belong to."""
         return self._store
+
+    @property
+    def generation(self) -> int:
+        """The generation this selection is pinned to: its keys, metadata, shapes and bytes are those of it."""
+        return self._generation
+
+    @property
+    def query(self) -> str | None:
+        """The query this selection was made by (``store.where``), or None."""
+        return self._query
+
+    def manifest(self) -> dict[str, Any]:
+        """What this selection is, as JSON-ready data: the store's id, the generation, the entry ids in order, and
+        the query. Save it beside a checkpoint; ``store.from_manifest(m)`` gives the same entries and bytes back for
+        as long as gc's retention keeps the generation."""
+        return {
+            "format": MANIFEST_FORMAT,
+            "store_id": self._store.store_id,
+            "generation": self._generation,
+            "query": self._query,
+            "entries": len(self),
+            "ids": self.ids.tolist(),
+        }
 
     @property
     def columns(self) -> Columns:
@@ -92,7 +124,7 @@ class Selection:
     @property
     def keys(self) -> list[str]:
         """The entries' keys, in order."""
-        return self._store.keys_of(self._columns.ids)
+        return self._store.keys_of(self._columns.ids, self._generation)
 
     def shape_of(self, i: int) -> tuple[int, ...]:
         """The stored shape of entry ``i``."""
@@ -110,7 +142,7 @@ class Selection:
 
     def metadata(self, i: int) -> dict[str, Any]:
         """The metadata dict of entry ``i``."""
-        return self._store.metadata_of(int(self._columns.ids[self._position(i)]))
+        return self._store.metadata_of(int(self._columns.ids[self._position(i)]), self._generation)
 
     def entry(self, i: int) -> Entry:
         """A lazy view of entry ``i``: index it to compose views, ``np.asarray`` it to read."""
@@ -127,7 +159,7 @@ class Selection:
         return self._derive(self._columns.take(np.atleast_1d(positions)))
 
     def _derive(self, columns: Columns) -> Selection:
-        return Selection(self._store, columns, **self.options())
+        return Selection(self._store, columns, **self.options(), generation=self._generation)
 
     def options(self) -> dict[str, Any]:
         """The reading options a derived selection keeps."""
@@ -197,13 +229,19 @@ class Selection:
     # --- metadata queries (see the query package) -----------------------------------------------------------
     def where(self, *conditions: Expr | str, **equals: Any) -> Selection:
         """The entries of this selection matching every condition (``meta`` expressions, query strings, or
-        ``key=value`` equalities), in this selection's order."""
-        return self.take(refine_positions(self._store, self.ids, combine(conditions, equals)))
+        ``key=value`` equalities), in this selection's order, at this selection's generation."""
+        expr = combine(conditions, equals)
+        positions = refine_positions(self._store, self.ids, expr, self._generation)
+        result = self.take(positions)
+        result._query = f"({self._query}) and ({expr})" if self._query is not None else None
+        return result
 
     def order_by(self, key: str, descending: bool = False) -> Selection:
         """This selection sorted by metadata ``key``: numbers, then bools, strings, nulls, and entries without a
         value for it last; ties keep this selection's order."""
-        return self.take(order_positions(self._store, self.ids, key, descending))
+        result = self.take(order_positions(self._store, self.ids, key, self._generation, descending))
+        result._query = self._query
+        return result
 
     def limit(self, n: int) -> Selection:
         """The first ``n`` entries of this selection."""
@@ -211,7 +249,7 @@ class Selection:
 
     def metadata_columns(self, keys: list[str]) -> dict[str, np.ndarray]:
         """One numpy array of values per metadata key (object dtype with None where mixed or missing)."""
-        return metadata_columns(self._store, self.ids, keys)
+        return metadata_columns(self._store, self.ids, keys, self._generation)
 
     def rows(self) -> list[dict[str, Any]]:
         """``{"key", "shape", "dtype", "metadata"}`` for each entry, in order (what ``lardon-store ls`` prints)."""
@@ -259,10 +297,29 @@ class Selection:
         s = c.shard[i]
         try:
             mm = self._store.reader.get(c.shard_paths[s], int(c.shard_sizes[s]))
+        except ShardMissingError:
+            c = self._relocate(i)  # (gc moved the bytes since this selection was made)
+            s = c.shard[i]
+            mm = self._store.reader.get(c.shard_paths[s], int(c.shard_sizes[s]))
         except CorruptStoreError as exc:
             key = self._store.keys_of(c.ids[i : i + 1])[0]
             raise CorruptStoreError(f"entry {key!r}: {exc}") from exc
         return np.ndarray(shape, dtype, buffer=mm, offset=int(c.offset[i]))
+
+    def _relocate(self, i: int) -> Columns:
+        """This selection's columns read again by id: an entry's bytes never change, but gc moves them to new
+        shards. GenerationExpiredError when gc reclaimed them; CorruptStoreError when entry ``i``'s shard is still
+        missing."""
+        columns = columns_of_ids(self._store, self._columns.ids, self._generation)
+        s = columns.shard[i]
+        if columns.shard_paths[s] == self._columns.shard_paths[self._columns.shard[i]]:
+            key = self._store.keys_of(columns.ids[i : i + 1])[0]
+            raise ShardMissingError(
+                f"entry {key!r}: {self._store.root / columns.shard_paths[s]}: shard file is missing; run "
+                "`lardon-store verify`."
+            )
+        self._columns = columns
+        return columns
 
     def _read_item(self, i: int, index: tuple) -> tuple[np.ndarray, tuple]:
         """Entry ``i`` indexed by ``index`` (randslices drawn), converted and transformed; and the index used."""
@@ -315,8 +372,7 @@ class Selection:
 
     def by_key(self, key: str) -> Entry:
         """The lazy view of the entry whose key is ``key`` (EntryNotFoundError when the selection has none)."""
-        eid = self._store.id_of(key)
-        where = np.flatnonzero(self._columns.ids == eid) if eid is not None else []
+        where = np.flatnonzero(np.isin(self._columns.ids, self._store.ids_with_key(key)))
         if len(where) == 0:
             raise EntryNotFoundError(f"no entry with key {key!r} in this selection of {self._store.root}")
         return Entry(self, int(where[0]), ())
@@ -396,7 +452,7 @@ class ScatteredSelection(Selection):
     """A list whose items are the sub-arrays of another list's items along one axis (built by ``scatter``)."""
 
     def __init__(self, base: Selection, base_pos: np.ndarray, sub: np.ndarray, axis: int, **options: Any):
-        super().__init__(base.store, base.columns.take(base_pos), **options)
+        super().__init__(base.store, base.columns.take(base_pos), **options, generation=base.generation)
         self._base, self._base_pos, self._sub, self._axis = base, base_pos, sub, axis
 
     def _mapped(self, i: int) -> np.ndarray:

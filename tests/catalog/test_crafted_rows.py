@@ -19,6 +19,7 @@ import pytest
 from conftest import write_sources
 
 import lardon_store as ls
+from lardon_store.format.layout import SNAPSHOT_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 VICTIM = "victim_entry"
@@ -54,9 +55,12 @@ def victim_store(tmp_path) -> Path:
 
 
 def edit(store: Path, sql: str, *params) -> None:
+    """Change catalog rows as another program would; that program must also remove the kept query snapshot
+    (``snapshot/``, see query/persisted.py), or readers keep reading the rows of the generation as it was committed."""
     with sqlite3.connect(store / "catalog.sqlite") as conn:
         assert conn.execute(sql, params).rowcount >= 1
     conn.close()
+    shutil.rmtree(store / SNAPSHOT_DIR, ignore_errors=True)
 
 
 def victim_row(store: Path) -> dict:

@@ -263,3 +263,34 @@ def test_wheel_ships_migrations_and_works_when_installed(tmp_path):
     )
     assert info.returncode == 0, info.stderr
     assert "entries    3" in info.stdout
+
+
+PREVIOUS = {
+    "a": np.arange(6, dtype=np.float32).reshape(2, 3),
+    "b": np.array([1, 2, 3], np.int16),
+    "sub/c": np.zeros((0, 4), ">f8"),
+    "sub/d": np.array(7.5),
+}
+
+
+def test_a_store_of_the_previous_release_is_upgraded_in_place_and_reads_as_before(tmp_path):
+    root = tmp_path / "old"
+    shutil.copytree(ROOT / "tests" / "data" / "store_rev0002", root)
+    with pytest.raises(ls.SchemaOutdatedError, match="lardon-store migrate"):
+        ls.open(root)
+    assert ls.migrate_store(root) == migrate.head_revision()
+    store = ls.open(root)
+    assert store.keys == sorted(PREVIOUS) and store.generation == 1
+    for i, key in enumerate(store.keys):
+        np.testing.assert_array_equal(store[i], PREVIOUS[key])
+        assert store.dtype_of(i) == PREVIOUS[key].dtype
+        name = key.split("/")[-1] + ".npy"
+        assert store.metadata(i) == {"name": name, "size": PREVIOUS[key].size, "tags": ["x", "y"]}
+    assert [(h.generation, h.operation, h.added) for h in store.history()] == [(1, "migrate", 4)]
+    assert len(store.store_id) == 32 and store.verify().ok
+    assert store.where("size > 3").keys == ["a"]
+    with ls.LardonParser(None, root) as parser:  # a write on top: a new generation, new ids, the old one kept
+        parser.register(np.ones(2), {"size": 2}, "a")
+    assert store.generation == 2 and store["a"].tolist() == [1.0, 1.0]
+    np.testing.assert_array_equal(store.at(1)["a"], PREVIOUS["a"])
+    assert int(store.ids.max()) == 5  # (ids 1-4 were the old entries: a new id, never a reused one)

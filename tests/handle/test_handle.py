@@ -41,7 +41,7 @@ def test_look_ups_by_id_and_key(tmp_path):
     assert handle.keys_of(columns.ids) == ["a", "b"]
     assert handle.id_of("b") == int(columns.ids[1]) and handle.id_of("zz") is None
     assert handle.metadata_of(int(columns.ids[0])) == {"x": 1}
-    with pytest.raises(ls.LardonStoreError, match="removed"):
+    with pytest.raises(ls.GenerationExpiredError, match="reclaimed by gc"):
         handle.metadata_of(10**9)
 
 
@@ -52,3 +52,42 @@ def test_a_handle_pickles_as_its_path_and_mode(tmp_path):
     copy = pickle.loads(pickle.dumps(handle))
     assert copy.root == handle.root and copy.readonly
     assert copy.engine_pid == -1 and copy.reader.pid == handle.reader.pid
+
+
+@pytest.mark.parametrize(
+    "message, error",
+    [
+        ("file is not a database", ls.IncompatibleSchemaError),
+        ("unable to open database file", ls.StoreIOError),
+        ("attempt to write a readonly database", ls.StoreIOError),
+        ("disk I/O error", ls.StoreIOError),
+        ("database or disk is full", ls.StoreIOError),
+        ("malformed database schema (x)", ls.CorruptStoreError),
+    ],
+)
+def test_sqlite_errors_on_read_become_library_errors_naming_the_catalog(tmp_path, message, error):
+    import sqlite3
+
+    from lardon_store.catalog.engine import read_error
+
+    found = read_error(sqlite3.OperationalError(message), tmp_path / CATALOG_NAME)
+    assert type(found) is error and str(tmp_path / CATALOG_NAME) in str(found) and message in str(found)
+    assert not (error is ls.StoreIOError and "not a lardon_store catalog" in str(found))
+
+
+def test_a_read_only_folder_is_opened_read_only_and_refused_for_writing(tmp_path):
+    """As a user without write permission on the folder (skipped as root, where permissions do not bind)."""
+    import os
+
+    root = store_from_arrays(tmp_path / "s", [("a", np.arange(3), {"x": 1})]).root
+    if os.geteuid() == 0:
+        pytest.skip("root ignores file permissions; tests/facade/test_generations.py mounts a read-only folder")
+    for path in (root / CATALOG_NAME, root):
+        path.chmod(0o555)
+    try:
+        assert ls.open(root).keys == ["a"]
+        with pytest.raises(ls.ReadOnlyStoreError):
+            ls.open(root, readonly=False)
+    finally:
+        for path in (root, root / CATALOG_NAME):
+            path.chmod(0o755)

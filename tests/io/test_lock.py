@@ -34,7 +34,7 @@ def _snapshot(dst):
         con.execute("BEGIN")
         rows = con.execute(
             "SELECT e.key, s.path, e.offset, e.nbytes, e.dtype, e.shape FROM entries e "
-            "JOIN shards s ON s.id = e.shard_id ORDER BY e.key"
+            "JOIN shards s ON s.id = e.shard_id WHERE e.died IS NULL ORDER BY e.key"
         ).fetchall()
         con.execute("COMMIT")
     finally:
@@ -73,7 +73,7 @@ def test_store_returned_by_compile_holds_no_lock(tmp_path):
     assert len(store) == 5
     again = ls.compile(src, dst, load)
     assert again.last_compile.unchanged == 5
-    assert store.gc() >= 0
+    assert ls.gc_store(store.root) >= 0
     assert len(store) == 5
 
 

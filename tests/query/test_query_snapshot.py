@@ -226,7 +226,7 @@ def test_numbers_beyond_2_53_and_at_the_float_limits_compare_as_the_sql_form_doe
     assert store.where(meta.v == 5e-324).keys == ["v04"]
 
 
-def test_refining_an_older_selection_drops_the_entries_removed_since(built):
+def test_refining_an_older_selection_keeps_its_generation(built):
     src, root = built
     store = open_store(root)
     evens = store.where(parity="even").order_by("n", descending=True)
@@ -234,12 +234,17 @@ def test_refining_an_older_selection_drops_the_entries_removed_since(built):
     (src / "f004.npy").unlink()
     (src / "f010.npy").unlink()
     ls.compile(src, root, callback=tagged, valid_exts=[".npy"])
-    assert evens.where(meta.n < 12).keys == ["f008", "f006", "f002", "f000"]  # still in evens' order
-    assert evens.where(meta.n < 12).metadata_columns(["n"])["n"].tolist() == [8, 6, 2, 0]
-    # The old selection still reads the removed entry's bytes (shards are never rewritten in place; gc would free
-    # them) but can no longer name it.
+    assert store.generation > evens.generation
+    refined = evens.where(meta.n < 12)  # pinned: the removed entries are still there, in evens' order
+    assert refined.generation == evens.generation
+    assert refined.keys == ["f010", "f008", "f006", "f004", "f002", "f000"]
+    assert refined.metadata_columns(["n"])["n"].tolist() == [10, 8, 6, 4, 2, 0]
     np.testing.assert_array_equal(evens[at], np.full(3, 4, np.int32))
-    with pytest.raises(ls.LardonStoreError, match="removed since this selection was made"):
+    assert store.where(meta.n < 12, parity="even").keys == ["f000", "f002", "f006", "f008"]
+    ls.gc_store(root, keep_seconds=0)  # the generation of evens is reclaimed: never wrong data, a clear error
+    with pytest.raises(ls.GenerationExpiredError, match=f"generation {evens.generation}"):
+        evens.where(meta.n < 12)
+    with pytest.raises(ls.GenerationExpiredError):
         _ = evens.keys
 
 
