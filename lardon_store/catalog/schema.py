@@ -81,7 +81,7 @@ entries = Table(
     Column("checksum", String, nullable=False),
     Column("metadata", Text, nullable=False),
     Column("born", Integer, nullable=False),
-    Column("died", Integer, nullable=True, index=True),
+    Column("died", Integer, nullable=True),  # (no index: NULL for nearly every row, it would only mislead the planner)
     Index(
         "ix_entries_live_key",
         "key",

@@ -88,7 +88,6 @@ def _swap(versioned: bool, copy_entries: str) -> None:
             sqlite_where=sa.text("died IS NULL"),
             postgresql_where=sa.text("died IS NULL"),
         )
-        op.create_index("ix_entries_died", "entries", ["died"])
     op.create_index("ix_meta_values_key_num_entry", "meta_values", ["key", "num", "type", "entry_id"])
     op.create_index("ix_meta_values_key_text_entry", "meta_values", ["key", "text", "entry_id"])
     op.create_index("ix_meta_values_key_type", "meta_values", ["key", "type"])
