@@ -18,7 +18,6 @@ import io
 import os
 import pickle
 import re
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from .catalog.engine import catalog_path, checkpoint
 from .catalog.writer import CatalogWriter
 from .compiler.scan import entry_key
 from .errors import InvalidDataError, LegacyStoreError, UnsafeLegacyCatalogError
-from .format.codecs import checksum, dtype_to_descr
+from .format.codecs import checksum, checksum_of_chunks, dtype_to_descr
 from .format.layout import DEFAULT_MAX_SHARD_BYTES, LEGACY_CATALOG, is_safe_relpath
 from .format.metadata import normalize
 from .handle import StoreHandle
@@ -171,11 +170,8 @@ def _check_record(root: Path, relpath: Any, record: Any) -> tuple[str, np.dtype,
 
 
 def _file_checksum(path: Path) -> str:
-    crc = 0
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            crc = zlib.crc32(chunk, crc)
-    return f"crc32:{crc:08x}"
+        return checksum_of_chunks(iter(lambda: f.read(1 << 22), b""))
 
 
 def import_lardon(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from ..io.crash import crash_point
 from ..io.shards import ShardWriter
 from .engine import catalog_path
 from .reads import current_generation, next_shard_floor, shard_rows, store_value
-from .schema import entries, generations, meta_values, shards, sources, store_info
+from .schema import entries, generations, shards, sources, store_info
 
 __all__ = [
     "BATCH_BYTES",
@@ -49,6 +50,11 @@ __all__ = [
     "set_store_value",
 ]
 
+_INSERT_ENTRIES = (
+    'INSERT INTO entries (id, "key", source_id, shard_id, "offset", nbytes, dtype, shape, checksum, metadata, born) '
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_META_VALUES = 'INSERT INTO meta_values (entry_id, "key", type, num, text) VALUES (?, ?, ?, ?, ?)'
 BATCH_BYTES = 64 << 20
 BATCH_SOURCES = 512
 _CHUNK = 500  # values per IN (...) list
@@ -185,22 +191,19 @@ class CatalogWriter:
         ids = allocate_ids(conn, len(self.pending_entries))
         values = []
         for eid, (source_path, row, _) in zip(ids, self.pending_entries):
-            value = dict(row)
-            value["shard_id"] = self.shard_ids[value.pop("shard_path")]
-            value["source_id"] = source_ids.get(source_path)
-            value.update(id=eid, born=generation, died=None)
-            values.append(value)
+            crc = row["checksum"]
+            values.append((
+                eid, row["key"], source_ids.get(source_path), self.shard_ids[row["shard_path"]], row["offset"],
+                row["nbytes"], row["dtype"], row["shape"], crc.result() if isinstance(crc, Future) else crc,
+                row["metadata"], generation,
+            ))  # fmt: skip
         try:
-            conn.execute(insert(entries), values)
+            conn.exec_driver_sql(_INSERT_ENTRIES, values)  # (the driver's executemany: a few µs a row)
         except IntegrityError:
             raise self._duplicate_key_error(conn) from None
-        rows = [
-            {"entry_id": eid, "key": k, "type": t, "num": n, "text": s}
-            for eid, (_, _, md) in zip(ids, self.pending_entries)
-            for k, t, n, s in scalar_rows(md)
-        ]
+        rows = [(eid, *value) for eid, (_, _, md) in zip(ids, self.pending_entries) for value in scalar_rows(md)]
         if rows:
-            conn.execute(insert(meta_values), rows)
+            conn.exec_driver_sql(_INSERT_META_VALUES, rows)
         return len(ids), retired
 
     def _duplicate_key_error(self, conn: Connection) -> InvalidDataError:

@@ -1,4 +1,4 @@
-"""Running a compile's callbacks: in the calling process, or in a pool of worker processes.
+"""Running a compile's callbacks (in the calling process, or in a pool of worker processes), and work done beside them.
 
 ``run_callbacks`` yields one ``Outcome`` per path, always in the order of the paths, so that the compiler's single
 writer appends bytes and commits rows exactly as it would without workers: the store is the same byte for byte.
@@ -12,14 +12,14 @@ from __future__ import annotations
 import pickle
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CallbackError
 
-__all__ = ["Outcome", "run_callbacks"]
+__all__ = ["Outcome", "in_background", "run_callbacks"]
 
 _callback: Callable[[str], Any] | None = None
 
@@ -83,10 +83,20 @@ def _pooled(callback: Callable[[str], Any], paths: Sequence[str], workers: int) 
     in_flight: deque[tuple[str, Future]] = deque()
     todo = iter(paths)
     try:
+        # The first window is submitted now, not at the first next(): the workers are forked before the caller
+        # starts its own threads (forking a process that runs other threads can copy a lock that one of them holds).
         for path in todo:
             in_flight.append((path, pool.submit(_call, path)))
             if len(in_flight) >= 2 * workers + 2:
                 break
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    return _results(pool, in_flight, todo)
+
+
+def _results(pool: ProcessPoolExecutor, in_flight: deque, todo: Iterator[str]) -> Iterator[Outcome]:
+    try:
         while in_flight:
             path, future = in_flight.popleft()
             try:
@@ -105,3 +115,30 @@ def _pooled(callback: Callable[[str], Any], paths: Sequence[str], workers: int) 
             yield outcome
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def in_background(function: Callable[[Any], Any], items: Sequence[Any], ahead: int = 8) -> Iterator[Any]:
+    """``function(item)`` for each item, in order, computed by one background thread at most ``ahead`` items in
+    advance: work that releases the GIL (reading and hashing files) overlaps the caller's. Close the iterator to
+    stop early; an exception is raised when its item is reached."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lardon-store")
+    pending: deque[Future] = deque()
+    todo = iter(items)
+    try:
+        for item in todo:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= ahead:
+                break
+        while pending:
+            result = pending.popleft().result()
+            nxt = next(todo, _END)
+            if nxt is not _END:
+                pending.append(pool.submit(function, nxt))
+            yield result
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True)
+
+
+_END = object()

@@ -26,8 +26,8 @@ from ..format.layout import DEFAULT_MAX_SHARD_BYTES
 from ..handle import StoreHandle
 from ..io.lock import store_lock
 from .callback import Callback, callback_fingerprint, default_callback, prepare, split_result
-from .parallel import run_callbacks
-from .scan import check_keys, entry_key, file_hash, scan_stats
+from .parallel import in_background, run_callbacks
+from .scan import check_keys, entry_key, file_hash, same_content, scan_stats
 
 __all__ = ["CompileSummary", "Plan", "compile_store", "plan"]
 
@@ -62,7 +62,6 @@ class Plan:
     todo: list[tuple[str, str]]  # (relpath, "new" | "changed")
     deleted: list[int]  # source ids
     unchanged: int
-    hashes: dict[str, str]
 
 
 def plan(
@@ -84,7 +83,7 @@ def plan(
     same_stat = set()
     if stats is not None and not force:
         same_stat = {row[0] for row in rows if row[4] and stats.get(row[0]) == (row[2], row[3])}
-    todo, hashes, unchanged, touched = [], {}, len(same_stat), []
+    todo, unchanged, touched = [], len(same_stat), []
     prefix = os.fspath(source) + os.sep
     for rel in files:
         if rel in same_stat:
@@ -101,8 +100,8 @@ def plan(
         _, sid, old_size, old_mtime, is_current = row
         same = bool(is_current) and not force and old_size == size
         if same and old_mtime != mtime_ns:
-            hashes[rel] = file_hash(source / rel)
-            same = hashes[rel] == conn.execute(select(sources.c.content_hash).where(sources.c.id == sid)).scalar()
+            stored = conn.execute(select(sources.c.content_hash).where(sources.c.id == sid)).scalar()
+            same = same_content(source / rel, stored)
             if same:
                 touched.append({"sid": sid, "mtime": mtime_ns})
         if same:
@@ -115,7 +114,7 @@ def plan(
         )
     present = stats if stats is not None else set(files)
     deleted = [row[1] for path, row in known.items() if path not in present]
-    return Plan(todo, deleted, unchanged, hashes)
+    return Plan(todo, deleted, unchanged)
 
 
 def compile_store(
@@ -163,18 +162,19 @@ def compile_store(
             raise catalog_write_error(exc, target) from exc
         summary.unchanged, summary.deleted = work.unchanged, len(work.deleted)
         outcomes = run_callbacks(callback, [str(src / rel) for rel, _ in work.todo], workers)
+        hashes = in_background(file_hash, [src / rel for rel, _ in work.todo])
         writer = CatalogWriter(store.engine, store.root, max_shard_bytes, "compile")
         writer.retire_sources(work.deleted)  # (committed with the first batch, in its generation)
         try:
             for done, (rel, kind) in enumerate(work.todo):
                 outcome = next(outcomes)
                 path = src / rel
-                st = os.stat(path)
+                size, mtime_ns = stats[rel]  # (as the scan saw them: a file changed since is seen changed next time)
                 source_row = {
                     "path": rel,
-                    "size": st.st_size,
-                    "mtime_ns": st.st_mtime_ns,
-                    "content_hash": work.hashes.get(rel) or file_hash(path),
+                    "size": size,
+                    "mtime_ns": mtime_ns,
+                    "content_hash": next(hashes),
                     "callback_version": version,
                     "status": "ok",
                     "error": None,
@@ -211,6 +211,7 @@ def compile_store(
             writer.commit()
         finally:
             outcomes.close()
+            hashes.close()
             writer.close()
         checkpoint(store.engine)
         summary.entries_written = writer.entries_written

@@ -8,19 +8,41 @@ source's entry key is its relative path without its extension (``sub/a.npy`` -> 
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import xxhash
+
 from ..errors import InvalidDataError
 
-__all__ = ["check_keys", "entry_key", "file_hash", "scan", "scan_stats"]
+__all__ = ["check_keys", "entry_key", "file_hash", "same_content", "scan", "scan_stats"]
 
 
 def file_hash(path: Path) -> str:
-    """The content hash kept for a source file (SHA-256: the fastest strong hash in hashlib on common CPUs)."""
+    """The content hash kept for a source file: ``xxh3:`` and XXH3-128 in hex (about 10 GB/s; it lets other threads
+    run while it hashes). A large file is read through a memory map (no copy), a small one with one read."""
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < _MAP_FROM:
+            return f"xxh3:{xxhash.xxh3_128_hexdigest(f.read())}"
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            return f"xxh3:{xxhash.xxh3_128_hexdigest(mm)}"
+
+
+_MAP_FROM = 1 << 20
+
+
+def same_content(path: Path, stored: str | None) -> bool:
+    """Whether the file at ``path`` still has the content hash ``stored``, in the algorithm it was written with
+    (``xxh3:``, or a bare SHA-256 hex digest from lardon_store 0.1)."""
+    if not stored:
+        return False
+    if stored.startswith("xxh3:"):
+        return file_hash(path) == stored
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest() == stored
 
 
 def scan_stats(source: Path, valid_exts: Sequence[str] | None, exclude: Path | None) -> dict[str, tuple[int, int]]:

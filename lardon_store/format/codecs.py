@@ -13,7 +13,10 @@ A JSON list of non-negative integers without spaces: ``[2,513,300]``; ``[]`` for
 
 Checksums
 ---------
-``crc32:`` and the 8 lowercase hex digits of ``zlib.crc32`` of the array's bytes: cheap, and enough to detect damage.
+The algorithm, a colon, and lowercase hex digits: ``xxh3:`` and the 16 digits of XXH3-64 of the array's bytes
+(written since lardon_store 0.2: about 10 GB/s on one core, where ``zlib.crc32`` does about 2), or ``crc32:`` and the
+8 digits of ``zlib.crc32`` (written before; still verified). A checksum detects damage; it is not a defence against
+an attacker.
 """
 
 from __future__ import annotations
@@ -21,12 +24,22 @@ from __future__ import annotations
 import re
 import warnings
 import zlib
+from collections.abc import Iterable
 
 import numpy as np
+import xxhash
 
 from ..errors import CorruptStoreError, InvalidDataError
 
-__all__ = ["checksum", "descr_to_dtype", "dtype_to_descr", "parse_ints", "shape_to_text"]
+__all__ = [
+    "checksum",
+    "checksum_matches",
+    "checksum_of_chunks",
+    "descr_to_dtype",
+    "dtype_to_descr",
+    "parse_ints",
+    "shape_to_text",
+]
 
 _DTYPE_PATTERN = re.compile(r"^[<>|][biufc][0-9]{1,2}$")
 _INT_CHARS = re.compile(r"[0-9,-]*")  # no "+", no spaces: what SQLite writes for integers
@@ -62,8 +75,23 @@ def shape_to_text(shape: tuple[int, ...]) -> str:
 
 
 def checksum(data: memoryview | bytes) -> str:
-    """The checksum stored for an array's bytes."""
-    return f"crc32:{zlib.crc32(data):08x}"
+    """The checksum stored for an array's bytes (``xxh3:``)."""
+    return f"xxh3:{xxhash.xxh3_64_hexdigest(data)}"
+
+
+def checksum_of_chunks(chunks: Iterable[bytes]) -> str:
+    """The checksum of the concatenation of ``chunks`` (a large file read piece by piece)."""
+    state = xxhash.xxh3_64()
+    for chunk in chunks:
+        state.update(chunk)
+    return f"xxh3:{state.hexdigest()}"
+
+
+def checksum_matches(data: memoryview | bytes, stored: str) -> bool:
+    """Whether ``data`` has the checksum ``stored``, in the algorithm ``stored`` names (``xxh3:`` or ``crc32:``)."""
+    if isinstance(stored, str) and stored.startswith("crc32:"):
+        return stored == f"crc32:{zlib.crc32(data):08x}"
+    return stored == checksum(data)
 
 
 def parse_ints(text: str | None, count: int) -> np.ndarray | None:

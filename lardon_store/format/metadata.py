@@ -93,13 +93,27 @@ def normalize(metadata: Any, where: str) -> dict[str, Any]:
         raise InvalidDataError(f"{where}: metadata must be a dict, not {type(metadata).__name__}.")
     out = {}
     for key, value in metadata.items():
-        if not is_key(key):
-            raise InvalidDataError(
-                f"{where}: metadata key {key!r} is not an identifier: keys must match {KEY_PATTERN.pattern} "
-                "(rename it, e.g. with underscores)."
-            )
-        out[key] = _clean(value, where, repr(key))
+        if type(key) is not str or key not in _VALID_KEYS:
+            if not is_key(key):
+                raise InvalidDataError(
+                    f"{where}: metadata key {key!r} is not an identifier: keys must match {KEY_PATTERN.pattern} "
+                    "(rename it, e.g. with underscores)."
+                )
+            if type(key) is str and len(_VALID_KEYS) < 100_000:
+                _VALID_KEYS.add(key)
+        kind = type(value)
+        if kind is str or kind is bool or value is None:  # (the common cases first: a tiny entry's metadata)
+            out[key] = value
+        elif kind is int and -(2**63) <= value < 2**63:
+            out[key] = value
+        elif kind is float and math.isfinite(value):
+            out[key] = value
+        else:
+            out[key] = _clean(value, where, repr(key))
     return out
+
+
+_VALID_KEYS: set[str] = set()  # keys already checked: metadata repeats the same few keys on every entry
 
 
 def to_json(metadata: dict[str, Any]) -> str:

@@ -9,8 +9,11 @@ read-only, after checking that the file is large enough and that its path stays 
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +30,46 @@ from ..format.layout import (
     shard_number,
 )
 
-__all__ = ["ShardReader", "ShardWriter", "fsync_dir", "resolve_shard_path", "shard_files_on_disk", "write_error"]
+__all__ = [
+    "MAX_PENDING_BYTES",
+    "SMALL_BLOCK_BYTES",
+    "SMALL_BYTES",
+    "SYNC_AHEAD_BYTES",
+    "ShardReader",
+    "ShardWriter",
+    "fsync_dir",
+    "start_writeback",
+    "resolve_shard_path",
+    "shard_files_on_disk",
+    "write_error",
+]
+
+MAX_PENDING_BYTES = 256 << 20  # arrays queued for the writer thread, at most
+SYNC_AHEAD_BYTES = 16 << 20  # the writer thread starts writing back to disk after this many bytes
+SMALL_BYTES = 64 << 10  # arrays smaller than this are gathered into blocks
+SMALL_BLOCK_BYTES = 1 << 20  # the size of a block of small arrays handed to the writer thread
+
+
+def _sync_file_range():
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):  # (not Linux)
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    return function
+
+
+_SYNC_FILE_RANGE = _sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int, offset: int, nbytes: int) -> None:
+    """Ask the kernel to start writing a range of a file to disk, without waiting (Linux's ``sync_file_range``; a
+    no-op elsewhere). The fsync that makes it durable then has little left to do: one 1.2 GB file written with a
+    start every 16 MB was durable in 0.5 s here, against 0.9 s for np.save + fsync per array and 2.6 s for one fsync
+    at the end."""
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)
 
 
 def shard_files_on_disk(root: Path) -> dict[str, int]:
@@ -79,6 +121,13 @@ class ShardWriter:
     ``shards`` maps each existing shard's catalog path to its size on disk; new shards are numbered after the
     highest existing one, after any shard file left on disk by a crash, and after ``min_number - 1`` (so a number
     that gc freed is never reused while a reader may still map the old file). The writer only ever appends.
+
+    Writing runs on one background thread, in order: ``append`` places the array (its shard and offset are known at
+    once) and returns a future of its checksum, so that the caller loads the next array while this one is copied
+    and checksummed (both release the GIL). At most ``MAX_PENDING_BYTES`` wait to be written. Every
+    ``SYNC_AHEAD_BYTES`` the thread asks the kernel to start writing the shard to disk (``start_writeback``), so
+    that the final ``sync`` has little left to wait for. A shard that fills up is fsynced before it is closed. An
+    error of the thread (a full disk) is raised by the next ``append`` or ``sync``.
     """
 
     def __init__(
@@ -98,6 +147,12 @@ class ShardWriter:
         self._file = None
         self._path: str | None = None
         self._size = 0
+        self._created = False  # a shard file was created since the last sync (its folder must be fsynced)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque[tuple[Future, int]] = deque()
+        self._pending_bytes = 0
+        self._unsynced = 0  # (the thread's count of bytes written since it last started a write-back)
+        self._small = bytearray()  # small arrays not queued yet
         self.dirty: dict[str, int] = {}
         self.bytes_written = 0
         # Append to the newest shard if it has room; its real size (a crash may have left a tail) is the start.
@@ -112,21 +167,29 @@ class ShardWriter:
         """The number the next new shard will take."""
         return self._next_number
 
+    def _submit(self, function, *args) -> Future:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lardon-store-writer")
+        return self._pool.submit(function, *args)
+
     def _open(self, relpath: str, size: int) -> None:
         if self._file is not None:
-            self._file.close()
+            self._pending.append((self._submit(self._finish, self._file, self._path), 0))
+            self._file = None
         path = self.root / relpath
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._file = open(path, "ab")
         except OSError as exc:
             raise write_error(exc, path, "opening the shard") from exc
+        self._created = self._created or size == 0
         self._path = relpath
         # The real end of the file: a crash may have left bytes there that no row points at.
         self._size = max(size, os.fstat(self._file.fileno()).st_size)
 
-    def append(self, array: np.ndarray | bytes) -> tuple[str, int, int, str]:
-        """Write ``array`` (C-contiguous) or raw bytes and return (shard path, offset, nbytes, checksum)."""
+    def append(self, array: np.ndarray | bytes) -> tuple[str, int, int, Future | str]:
+        """Place ``array`` (C-contiguous) or raw bytes and queue its writing; return (shard path, offset, nbytes,
+        its checksum: a future for a large array, checksummed by the writer thread, a str for a small one)."""
         if isinstance(array, (bytes, bytearray, memoryview)):
             data = memoryview(array).cast("B")  # (np.ascontiguousarray(b"") would be one byte long)
         else:
@@ -134,36 +197,103 @@ class ShardWriter:
         nbytes = data.nbytes
         pad = -self._size % ALIGNMENT
         if self._file is None or (self._size > 0 and self._size + pad + nbytes > self.max_shard_bytes):
+            self._flush_small()
             self._open(shard_name(self._next_number), 0)
             self._next_number += 1
             pad = 0
         offset = self._size + pad
-        try:
-            if pad:
-                self._file.write(b"\x00" * pad)
-            self._file.write(data)
-        except OSError as exc:
-            raise write_error(exc, self.root / self._path, "writing array bytes") from exc
+        if nbytes < SMALL_BYTES:
+            # Small arrays are gathered here and written by the thread as one block: a job per array would cost more
+            # than the array.
+            self._small += b"\x00" * pad
+            self._small += data
+            crc: Future | str = checksum(data)
+            if len(self._small) >= SMALL_BLOCK_BYTES:
+                self._flush_small()
+        else:
+            self._flush_small()
+            crc = self._queue(self._write, self._file, self._path, offset, pad, data, nbytes)
         self._size = offset + nbytes
         self.dirty[self._path] = self._size
         self.bytes_written += pad + nbytes
-        return self._path, offset, nbytes, checksum(data)
+        return self._path, offset, nbytes, crc
+
+    def _flush_small(self) -> None:
+        """Queue the gathered small arrays (they end at ``self._size``)."""
+        if self._small:
+            block, self._small = memoryview(bytes(self._small)), bytearray()
+            self._queue(self._write, self._file, self._path, self._size - block.nbytes, 0, block, block.nbytes)
+
+    def _queue(self, function, *args) -> Future:
+        future = self._submit(function, *args[:-1])
+        self._pending.append((future, args[-1]))
+        self._pending_bytes += args[-1]
+        while self._pending and (self._pending_bytes > MAX_PENDING_BYTES or self._pending[0][0].done()):
+            self._settle_one()
+        return future
+
+    def _settle_one(self) -> None:
+        future, nbytes = self._pending.popleft()
+        self._pending_bytes -= nbytes
+        future.result()  # (raises the thread's StoreWriteError)
+
+    def _write(self, file, relpath: str, offset: int, pad: int, data: memoryview) -> str:
+        """(On the writer thread.) Write ``data`` after ``pad`` zero bytes, ending at ``offset + nbytes``; return its
+        checksum."""
+        try:
+            if pad:
+                file.write(b"\x00" * pad)
+            file.write(data)
+            self._unsynced += pad + data.nbytes
+            if self._unsynced >= SYNC_AHEAD_BYTES:
+                file.flush()
+                end = offset + data.nbytes
+                start_writeback(file.fileno(), end - self._unsynced, self._unsynced)
+                self._unsynced = 0
+        except OSError as exc:
+            raise write_error(exc, self.root / relpath, "writing array bytes") from exc
+        return checksum(data)
+
+    def _finish(self, file, relpath: str) -> None:
+        """(On the writer thread.) fsync and close a full shard."""
+        try:
+            file.flush()
+            os.fsync(file.fileno())
+            file.close()
+        except OSError as exc:
+            raise write_error(exc, self.root / relpath, "syncing the shard") from exc
+        self._unsynced = 0
 
     def sync(self) -> dict[str, int]:
-        """Flush and fsync every shard written since the last sync; return their sizes."""
+        """Wait for every queued write, then flush and fsync the shard being written (full shards were fsynced
+        when they filled up); return the sizes of the shards written since the last sync."""
+        self._flush_small()
+        while self._pending:
+            self._settle_one()
         try:
             if self._file is not None:
                 self._file.flush()
                 os.fsync(self._file.fileno())
         except OSError as exc:
             raise write_error(exc, self.root / self._path, "syncing the shard") from exc
+        self._unsynced = 0
         done, self.dirty = self.dirty, {}
-        if done:
+        if done and self._created:
             fsync_dir(self.root / BLOBS_DIR)
+            self._created = False
         return done
 
     def close(self) -> None:
-        """Close the open shard (does not sync); a write error while closing after a failure is not raised again."""
+        """Stop the writer thread and close the open shard (does not sync); after a failure its errors are not
+        raised again."""
+        self._small = bytearray()
+        for future, _ in self._pending:
+            future.cancel()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._pending.clear()
+        self._pending_bytes = 0
         if self._file is not None:
             file, self._file = self._file, None
             try:

@@ -32,7 +32,7 @@ from ..catalog.reads import entries_by_shard, history, next_shard_floor, store_v
 from ..catalog.schema import entries, shards
 from ..catalog.writer import catalog_write_error, next_generation, record_generation, set_store_value
 from ..errors import CorruptStoreError
-from ..format.codecs import checksum
+from ..format.codecs import checksum_matches
 from ..format.layout import BLOBS_DIR, DEFAULT_MAX_SHARD_BYTES, NEXT_SHARD_KEY, packed_size
 from ..handle import StoreHandle
 from ..io.crash import crash_point
@@ -123,7 +123,7 @@ def gc_store(
                     for row in by_shard[sid]:
                         f.seek(row.offset)
                         data = f.read(row.nbytes)
-                        if len(data) != row.nbytes or checksum(data) != row.checksum:
+                        if len(data) != row.nbytes or not checksum_matches(data, row.checksum):
                             where = f"entry {row.key!r}" + (f" (source {row.path!r})" if row.path else "")
                             raise CorruptStoreError(
                                 f"{root / spath}: the bytes of {where} do not match its checksum; gc stopped and "

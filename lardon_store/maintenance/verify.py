@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from ..catalog.reads import entries_by_shard
 from ..errors import CorruptStoreError
-from ..format.codecs import checksum, descr_to_dtype
+from ..format.codecs import checksum, checksum_matches, descr_to_dtype
 from ..format.columns import check_row, parse_shape
 from ..format.layout import packed_size
 from ..handle import StoreHandle
@@ -158,7 +158,7 @@ def verify_store(path: str | os.PathLike) -> VerifyReport:
                 handle.seek(row.offset)
                 data = handle.read(row.nbytes)
                 report.bytes_checked += len(data)
-                if checksum(data) != row.checksum:
+                if not checksum_matches(data, row.checksum):
                     problem = f"checksum {checksum(data)} != {row.checksum} in {file} at offset {row.offset}"
             if problem is not None:
                 report.damaged.append(Damage(row.key, row.path, problem, row.died is None))

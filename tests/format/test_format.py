@@ -11,7 +11,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lardon_store.errors import CorruptStoreError, InvalidDataError
-from lardon_store.format.codecs import checksum, descr_to_dtype, dtype_to_descr, parse_ints, shape_to_text
+from lardon_store.format.codecs import (
+    checksum,
+    checksum_matches,
+    checksum_of_chunks,
+    descr_to_dtype,
+    dtype_to_descr,
+    parse_ints,
+    shape_to_text,
+)
 from lardon_store.format.columns import build_columns, check_row, columns_from_texts, parse_shape
 from lardon_store.format.layout import (
     ALIGNMENT,
@@ -79,9 +87,13 @@ def test_parse_ints_refuses_anything_else(text):
     assert parse_ints(text, 2) is None
 
 
-def test_checksum_is_crc32_hex():
-    assert checksum(b"") == "crc32:00000000"
-    assert checksum(b"abc") == "crc32:352441c2"
+def test_checksums_name_their_algorithm_and_old_ones_still_verify():
+    assert checksum(b"") == "xxh3:2d06800538d394c2"  # XXH3-64 of nothing
+    assert checksum(b"abc") == "xxh3:78af5f94892f3950"
+    assert checksum_matches(b"abc", checksum(b"abc")) and not checksum_matches(b"abd", checksum(b"abc"))
+    assert checksum_matches(b"abc", "crc32:352441c2")  # written by lardon_store 0.1
+    assert not checksum_matches(b"abd", "crc32:352441c2") and not checksum_matches(b"abc", "md5:x")
+    assert checksum_of_chunks([b"a", b"", b"bc"]) == checksum(b"abc")
 
 
 def row(shape_text="[2,3]", descr="<f4", offset=0, nbytes=24, size=100):
