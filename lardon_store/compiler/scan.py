@@ -52,6 +52,10 @@ def scan_stats(source: Path, valid_exts: Sequence[str] | None, exclude: Path | N
     """
     exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in valid_exts} if valid_exts else None
     excluded = os.path.realpath(exclude) if exclude is not None else None
+    try:
+        excluded_inode = os.stat(excluded).st_ino if excluded is not None else None
+    except OSError:
+        excluded_inode = None  # (the store does not exist yet: nothing to skip)
     found: dict[str, tuple[int, int]] = {}
     pending = [(os.fspath(source), "")]
     while pending:
@@ -59,12 +63,16 @@ def scan_stats(source: Path, valid_exts: Sequence[str] | None, exclude: Path | N
         with os.scandir(folder) as it:
             for item in it:
                 name = item.name
-                if name.startswith("."):
+                if name[0] == ".":
                     continue
                 if item.is_dir():
-                    # Like os.walk: links to folders are not followed, and the store itself is skipped.
-                    if not item.is_symlink() and (excluded is None or os.path.realpath(item.path) != excluded):
-                        pending.append((item.path, prefix + name + "/"))
+                    # Like os.walk: links to folders are not followed, and the store itself is skipped (the inode
+                    # comes with the listing; realpath only confirms a match).
+                    if item.is_symlink() or (
+                        item.inode() == excluded_inode and os.path.realpath(item.path) == excluded
+                    ):
+                        continue
+                    pending.append((item.path, prefix + name + "/"))
                     continue
                 if exts is not None and os.path.splitext(name)[1].lower() not in exts:
                     continue
