@@ -156,6 +156,29 @@ def test_touch_runs_no_callback_and_keeps_ids(tmp_path):
     con.close()
 
 
+def test_content_hashes_of_the_previous_release_still_tell_a_touch_from_a_change(tmp_path):
+    """Stores written before XXH3 hold bare SHA-256 hex digests: a touched source stays unchanged, an edited one
+    (same size, new content) is recompiled."""
+    import hashlib
+
+    src, dst = tmp_path / "src", tmp_path / "store"
+    make_tree(src, 4)
+    ls.compile(src, dst, load)
+    con = sqlite3.connect(dst / "catalog.sqlite")
+    with con:
+        for (path,) in con.execute("SELECT path FROM sources").fetchall():
+            digest = hashlib.sha256((src / path).read_bytes()).hexdigest()
+            con.execute("UPDATE sources SET content_hash = ? WHERE path = ?", (digest, path))
+    con.close()
+    files = sorted(src.rglob("*.npy"))
+    files[0].touch()
+    edited = np.load(files[1])
+    write_npy(files[1], edited + 1)  # same size, new bytes, new mtime
+    summary = ls.compile(src, dst, load).last_compile
+    assert (summary.unchanged, summary.changed) == (3, 1)
+    assert_same(store_contents(dst), expected(src))
+
+
 def test_callback_version_and_force_recompile_everything(tmp_path):
     src, dst = tmp_path / "src", tmp_path / "store"
     make_tree(src, 5)
