@@ -22,6 +22,7 @@ from .errors import (
     StoreLockedError,
     StoreNotFoundError,
     StoreWriteError,
+    UnknownKeyWarning,
     UnsafeLegacyCatalogError,
 )
 from .info import Generation, StoreInfo
@@ -65,6 +66,7 @@ __all__ = [
     "StoreInfo",
     "StoreNotFoundError",
     "StoreWriteError",
+    "UnknownKeyWarning",
     "UnsafeLegacyCatalogError",
     "VerifyReport",
     "batch",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -37,9 +38,24 @@ def load_callback(spec: str | None) -> Callable:
     if spec == "audio":
         spec = "lardon_store.callbacks:audio"
     module, _, name = spec.partition(":")
-    if not name:
-        raise SystemExit(f"--callback {spec!r}: give it as module:function, e.g. mypackage.loaders:load_spectrogram")
-    return getattr(importlib.import_module(module), name)
+    if not module or not name:
+        raise UsageError(f"--callback {spec!r}: give it as module:function, e.g. mypackage.loaders:load_spectrogram")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # (as `python -m` does: a module in the current folder is found)
+    try:
+        loaded = importlib.import_module(module)
+    except Exception as exc:  # (the user's module may fail in any way while it is imported)
+        raise UsageError(
+            f"--callback {spec!r}: module {module!r} cannot be imported ({type(exc).__name__}: {exc})."
+        ) from None
+    function = getattr(loaded, name, None)
+    if not callable(function):
+        raise UsageError(f"--callback {spec!r}: module {module!r} has no function {name!r}.")
+    return function
+
+
+class UsageError(Exception):
+    """A command-line argument that cannot be used: printed as one line, exit status 2."""
 
 
 @command("compile", "compile a source folder into a store (incremental)")
@@ -258,9 +274,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command][1](args)
-    except LardonStoreError as exc:
+    except UsageError as exc:
         print(f"lardon-store {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (LardonStoreError, OSError, ValueError) as exc:
+        print(f"lardon-store {args.command}: error: {_for_the_cli(str(exc))}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"lardon-store {args.command}: interrupted; what was committed is kept.", file=sys.stderr)
+        return 130
+
+
+def _for_the_cli(message: str) -> str:
+    """A library message with its Python advice given as the command-line option that does the same."""
+    return message.replace("pass on_error='skip'", "use --on-error skip").replace("on_error='skip'", "--on-error skip")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ __all__ = [
     "StoreLockedError",
     "StoreIOError",
     "StoreNotFoundError",
+    "UnknownKeyWarning",
     "UnsafeLegacyCatalogError",
     "StoreWriteError",
     "BatchError",
@@ -115,6 +116,11 @@ class UnsafeLegacyCatalogError(LardonStoreError):
 
 class LegacyStoreError(LardonStoreError, ValueError):
     """A legacy lardon folder cannot be imported as it is (bad strides, truncated or missing data files...)."""
+
+
+class UnknownKeyWarning(UserWarning):
+    """A query names a metadata key that no entry holds: it matches nothing (as the semantics say), which is more
+    often a typo than a wish; the warning names the closest keys the store has."""
 
 
 class LegacyNotImportedError(StoreNotFoundError):

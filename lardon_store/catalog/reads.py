@@ -35,6 +35,8 @@ __all__ = [
     "key_type_counts",
     "keys_of",
     "keys_with_prefix",
+    "has_key",
+    "scalar_keys",
     "load_columns",
     "metadata_of",
     "next_shard_floor",
@@ -270,6 +272,21 @@ def key_type_counts(conn: Connection) -> list[tuple[str, str, int]]:
     ):
         out.append((key, "list" if type_ == "array" else "dict", count))
     return sorted(out)
+
+
+def has_key(conn: Connection, key: str) -> bool:
+    """Whether any live entry's metadata holds ``key`` (a scalar in ``meta_values``, or a list or dict in the JSON)."""
+    mv = meta_values.c
+    if conn.execute(select(literal(1)).where(mv.key == key).limit(1)).first() is not None:
+        return True
+    path = f"$.{key}"  # (a valid key: see format.metadata.is_key)
+    query = select(literal(1)).where(_LIVE, func.json_type(entries.c.metadata, path).is_not(None)).limit(1)
+    return conn.execute(query).first() is not None
+
+
+def scalar_keys(conn: Connection) -> list[str]:
+    """Every key that some row of ``meta_values`` holds (from its index)."""
+    return [k for (k,) in conn.execute(select(meta_values.c.key).distinct())]
 
 
 def value_counts(conn: Connection, key: str) -> list[tuple[str, float | None, str | None, int]]:

@@ -26,7 +26,16 @@ Callback = Callable[[str], Any]
 
 def default_callback(path: str) -> tuple[np.ndarray, dict]:
     """Load a ``.npy`` file (never a pickle) with empty metadata."""
-    return np.load(path, allow_pickle=False), {}
+    try:
+        return np.load(path, allow_pickle=False), {}
+    except ValueError as exc:
+        if path.lower().endswith(".npy") and "pickle" not in str(exc):
+            raise
+        raise InvalidDataError(
+            f"{path}: not a .npy file of numbers (numpy says: {exc}); compile .npy files only (valid_exts=['.npy'], "
+            "--ext .npy), or give a callback that reads this format (--callback audio for sound files, or your own "
+            "module:function)."
+        ) from None
 
 
 def callback_fingerprint(callback: Callback) -> str:

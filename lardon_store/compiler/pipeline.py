@@ -184,8 +184,9 @@ def compile_store(
                         result = outcome.unwrap()
                     except Exception as exc:
                         raise CallbackError(
-                            f"{path}: the callback raised {type(exc).__name__}: {exc}. Sources compiled before it are "
-                            "kept; fix the file or the callback and compile again, or pass on_error='skip'."
+                            f"{path}: the callback raised {type(exc).__name__}: {str(exc).rstrip('.')}. Sources "
+                            "compiled before it are kept; fix the file or the callback and compile again, or pass "
+                            "on_error='skip'."
                         ) from exc
                     items = [
                         (entry_key(rel) + suffix, *prepare(arr, md, f"{path}{suffix and ' item ' + suffix[1:]}"))
@@ -196,8 +197,10 @@ def compile_store(
                         writer.commit()  # the sources before this one are complete: keep them
                         raise
                     summary.failed += 1
-                    summary.failures.append((rel, str(exc)))
-                    source_row.update(status="failed", error=str(exc))
+                    cause = exc.__cause__ if isinstance(exc, CallbackError) and exc.__cause__ is not None else exc
+                    reason = f"{type(cause).__name__}: {cause}"  # (recorded without the advice: it was skipped)
+                    summary.failures.append((rel, reason))
+                    source_row.update(status="failed", error=reason)
                     items = []
                 else:
                     summary.new += kind == "new"

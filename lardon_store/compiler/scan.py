@@ -50,6 +50,8 @@ def scan_stats(source: Path, valid_exts: Sequence[str] | None, exclude: Path | N
 
     One ``scandir`` pass with string paths: on 10,000 files this is most of a no-change recompile's time.
     """
+    if isinstance(valid_exts, str):
+        valid_exts = [valid_exts]  # (one extension given alone: ".wav", not the characters of ".wav")
     exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in valid_exts} if valid_exts else None
     excluded = os.path.realpath(exclude) if exclude is not None else None
     try:

@@ -88,6 +88,7 @@ def gc_store(
     kept entry's bytes do not match their checksum: run ``lardon-store verify`` to see which.
     """
     root = Path(path).absolute()
+    StoreHandle(root)  # (a folder with no store gets StoreNotFoundError before the lock creates anything there)
     with store_lock(root):
         store = StoreHandle(root, readonly=False)
         engine = store.engine

@@ -11,6 +11,8 @@ selection pinned to an older generation is answered from the same snapshot. Ids 
 
 from __future__ import annotations
 
+import difflib
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,7 +21,7 @@ from sqlalchemy import select
 
 from ..catalog import reads
 from ..catalog.schema import entries
-from ..errors import GenerationExpiredError, GenerationNotFoundError, QueryError
+from ..errors import GenerationExpiredError, GenerationNotFoundError, QueryError, UnknownKeyWarning
 from ..format.columns import Columns
 from ..format.metadata import BOOL, FLOAT, INT, MISSING, NULL, STR, TYPE_CODES
 from ..handle import StoreHandle
@@ -88,9 +90,28 @@ def columns_of_ids(handle: StoreHandle, ids: np.ndarray, generation: int) -> Col
     return snap.columns.take(_positions(handle, snap, np.asarray(ids, np.int64), generation))
 
 
+def warn_unknown_keys(handle: StoreHandle, snap: Snapshot, expr: Expr) -> None:
+    """An UnknownKeyWarning for each key of ``expr`` that no entry holds, naming the closest keys the store has."""
+    for key in sorted(expr.keys()):
+        if (snap.keys[key].type != MISSING).any():
+            continue
+        with handle.engine.connect() as conn:
+            if reads.has_key(conn, key):
+                continue
+            close = difflib.get_close_matches(key, reads.scalar_keys(conn), n=3, cutoff=0.6)
+            close += [k for k in reads.scalar_keys(conn) if k.lower() == key.lower() and k not in close]
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else "."
+        warnings.warn(
+            f"{handle.root}: no entry has the metadata key {key!r}, so a condition on it matches nothing{hint}",
+            UnknownKeyWarning,
+            stacklevel=4,
+        )
+
+
 def matching_columns(handle: StoreHandle, expr: Expr) -> tuple[Columns, int]:
     """The columns of the live entries matching ``expr``, in key order, and their generation."""
     snap = snapshot_of(handle, expr.keys())
+    warn_unknown_keys(handle, snap, expr)
     live = snap.alive_at(snap.generation)
     return snap.columns.take(live[expr.mask(snap)[live]]), snap.generation
 
@@ -98,6 +119,7 @@ def matching_columns(handle: StoreHandle, expr: Expr) -> tuple[Columns, int]:
 def refine_positions(handle: StoreHandle, ids: np.ndarray, expr: Expr, generation: int) -> np.ndarray:
     """The positions in ``ids`` (rows pinned at ``generation``) of the entries matching ``expr``, in order."""
     snap = snapshot_of(handle, expr.keys())
+    warn_unknown_keys(handle, snap, expr)
     return np.flatnonzero(expr.mask(snap)[_positions(handle, snap, ids, generation)])
 
 

@@ -90,6 +90,11 @@ def check_value(value: Any) -> Any:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         raise QueryError(f"query value {value!r} is not finite: stored metadata is never NaN or infinite.")
+    if type(value) is int and not -(2**63) <= value < 2**63:
+        raise QueryError(
+            f"query value {str(value)[:30]}... ({len(str(value))} digits) is beyond 64 bits: stored integers never "
+            "are; compare with a float, or store such numbers as strings."
+        )
     if kind(value) == "other":
         raise QueryError(f"query value {value!r} ({type(value).__name__}) is not comparable: use int, float, str, "
                          "bool or None.")  # fmt: skip

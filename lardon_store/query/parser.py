@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -52,9 +53,21 @@ class _Parser:
     def parse(self) -> Expr:
         if len(self.text) > MAX_QUERY_CHARS:
             raise QueryError(f"query is {len(self.text)} characters long; the limit is {MAX_QUERY_CHARS}.")
+        if not self.text.strip():
+            raise QueryError("the query is empty: give a condition such as \"pitch > 60\" (or leave the query out to "
+                             "select every entry).")  # fmt: skip
+        try:
+            self.text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise QueryError(
+                f"query {self.text[:80]!r}: character {exc.start + 1} ({self.text[exc.start]!r}) is not valid text "
+                "(a lone surrogate): retype the query."
+            ) from None
         try:
             tree = ast.parse(self.text.strip(), mode="eval")
         except SyntaxError as exc:
+            if re.search(r"(?<![=!<>])=(?!=)", self.text):
+                exc.msg = "invalid syntax: to compare, use == (a single = assigns)"
             lineno = exc.lineno or 1
             stripped = self.text.strip().splitlines() or [""]
             # offset 0 means "the text ended too early": point past its end
@@ -120,8 +133,10 @@ class _Parser:
             raise self.error(node, str(exc).rstrip(".")) from None
 
     def key(self, node: ast.Name) -> str:
-        if not is_key(node.id):
-            raise self.error(node, f"key {node.id!r} is not valid: keys match {KEY_PATTERN.pattern}")
+        # Python reads identifiers through NFKC (a full-width "ｓize" becomes "size"): check the text as typed.
+        typed = ast.get_source_segment("\n".join(self.lines), node) or node.id
+        if not is_key(node.id) or typed != node.id:
+            raise self.error(node, f"key {typed!r} is not valid: keys are ASCII identifiers ({KEY_PATTERN.pattern})")
         return node.id
 
     def value(self, node: ast.AST) -> Any:

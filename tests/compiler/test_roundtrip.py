@@ -361,3 +361,11 @@ def test_callback_raising_is_reported_with_its_cause(good_store):
     assert "zz_raises.dat" in str(info.value) and "decoder exploded" in str(info.value)
     assert isinstance(info.value.__cause__, RuntimeError)
     assert _snapshot(dst) == before
+
+
+def test_one_extension_given_as_a_string_is_one_extension(tmp_path):
+    src = write_sources(tmp_path / "raw", {"a": np.arange(3), "b": np.arange(2)})
+    (src / "notes.txt").write_text("not an array")
+    store = ls.compile(src, tmp_path / "store", valid_exts=".npy")
+    assert store.keys == ["a", "b"]
+    assert ls.compile(src, tmp_path / "store2", valid_exts="npy").keys == ["a", "b"]

@@ -122,7 +122,54 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
     assert "bad.npy" in err
 
 
-def test_bad_callback_spec_exits_with_a_message(tmp_path):
-    with pytest.raises(SystemExit) as info:
-        cli.main(["compile", str(tmp_path), str(tmp_path / "s"), "--callback", "no_colon_here", "--quiet"])
-    assert "module:function" in str(info.value.code)
+@pytest.mark.parametrize(
+    "spec, says",
+    [
+        ("no_colon_here", "module:function"),
+        (":f", "module:function"),
+        ("no_such_module_xyz:f", "cannot be imported (ModuleNotFoundError"),
+        ("json:no_such_function", "has no function 'no_such_function'"),
+        ("broken_module_for_cli:f", "cannot be imported (ZeroDivisionError"),
+    ],
+)
+def test_a_bad_callback_is_one_line_exit_2(tmp_path, capsys, monkeypatch, spec, says):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "broken_module_for_cli.py").write_text("1 / 0\n")
+    (tmp_path / "src").mkdir()
+    assert cli.main(["compile", "src", "s", "--callback", spec, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_callback_module_in_the_current_folder_is_found(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", os.getcwd())])
+    (tmp_path / "my_loader_for_cli.py").write_text(
+        "import numpy as np\ndef load(path):\n    return np.load(path), {'from': 'mine'}\n"
+    )
+    (tmp_path / "src").mkdir()
+    np.save(tmp_path / "src" / "a.npy", np.arange(3))
+    assert cli.main(["compile", "src", "s", "--callback", "my_loader_for_cli:load", "--quiet"]) == 0
+    assert ls.open(tmp_path / "s").metadata(0) == {"from": "mine"}
+
+
+def test_compiling_a_missing_folder_or_a_wav_with_the_default_callback_says_what_to_do(tmp_path, capsys):
+    assert cli.main(["compile", str(tmp_path / "missing"), str(tmp_path / "s"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "missing: the source folder does not exist" in err and "Traceback" not in err
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.wav").write_bytes(b"RIFF....WAVEfmt ")
+    assert cli.main(["compile", str(tmp_path / "src"), str(tmp_path / "s"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "not a .npy file" in err and "--callback audio" in err and "--on-error skip" in err
+    assert "on_error='skip'" not in err and "Traceback" not in err
+
+
+def test_gc_of_a_folder_without_a_store_creates_nothing(tmp_path, capsys):
+    assert cli.main(["gc", str(tmp_path / "nope")]) == 1
+    assert not (tmp_path / "nope").exists()
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["gc", str(tmp_path / "empty")]) == 1
+    assert list((tmp_path / "empty").iterdir()) == []
+    assert "no lardon_store catalog" in capsys.readouterr().err

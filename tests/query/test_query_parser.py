@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import warnings
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import lardon_store as ls
 from lardon_store import QueryError, meta
 from lardon_store.query import And, Not, parse
 
@@ -67,7 +71,6 @@ def test_accepted(text, expected):
         ("pitch == (1", 10, "syntax"),
         ("a === 1", 5, "syntax"),
         ("a == 'x", 6, "syntax"),
-        ("", 1, "syntax"),
         ("a == 1; b == 2", 7, "syntax"),
         ("a == {1}", 6, "value"),
         ("a == ...", 6, "ellipsis"),
@@ -123,3 +126,47 @@ def test_arbitrary_text_parses_or_raises_query_error(text):
         parse(text)
     except QueryError:
         pass
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("", "the query is empty"),
+        ("   \n ", "the query is empty"),
+        ("lang = 'en'", "use =="),
+        ("x == " + "9" * 400, "beyond 64 bits"),
+        ("x > -" + "9" * 30, "beyond 64 bits"),
+        ("\uff53ize > 3", "ASCII identifiers"),  # a full-width s: Python itself would read it as `size`
+        ("a == '\udc80'", "lone surrogate"),
+    ],
+)
+def test_hostile_and_mistaken_queries_are_refused_clearly(text, says):
+    with pytest.raises(QueryError, match=re.escape(says)):
+        parse(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60))
+def test_any_text_parses_or_raises_query_error_only(text):
+    try:
+        parse(text)
+    except QueryError:
+        pass
+
+
+def test_a_key_no_entry_holds_warns_with_the_closest_keys(tmp_path):
+    import numpy as np
+
+    from lardon_store.testing import store_from_arrays
+
+    store = store_from_arrays(
+        tmp_path / "s", [("a", np.arange(2), {"lang": "en", "tags": ["x"]}), ("b", np.arange(2), {})]
+    )
+    with pytest.warns(ls.UnknownKeyWarning, match="did you mean 'lang'"):
+        assert len(store.where("Lang == 'fr'")) == 0
+    with pytest.warns(ls.UnknownKeyWarning, match="'nothing_like_it'"):
+        assert len(store.all().where(meta.nothing_like_it.exists())) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert store.where("lang == 'en'").keys == ["a"]
+        assert len(store.where(meta.tags.exists())) == 0  # a list-valued key is known: no warning
