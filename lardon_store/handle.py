@@ -23,7 +23,14 @@ import numpy as np
 from sqlalchemy import Engine
 
 from .catalog import migrate, reads
-from .catalog.engine import catalog_path, check_application_id, make_engine, needs_immutable
+from .catalog.engine import (
+    catalog_path,
+    check_application_id,
+    check_no_foreign_tables,
+    make_engine,
+    needs_immutable,
+    read_errors,
+)
 from .errors import ReadOnlyStoreError, StoreNotFoundError
 from .format.columns import Columns
 from .format.layout import BLOBS_DIR, CATALOG_NAME
@@ -86,6 +93,8 @@ class StoreHandle:
             with probe.connect() as conn:
                 check_application_id(conn, catalog_path(self.root))
                 current = migrate.check_revision(conn, str(self.root), self.readonly)
+                if current is None:
+                    check_no_foreign_tables(conn, catalog_path(self.root))
         finally:
             probe.dispose()
         if not self.readonly and current != migrate.head_revision():
@@ -122,13 +131,13 @@ class StoreHandle:
     # --- catalog look-ups ------------------------------------------------------------------------------------
     def load_columns(self, condition: Any = None, *, order_by: Any = None, limit: int | None = None) -> Columns:
         """The validated columns of the entries matching an SQLAlchemy ``condition`` (see ``catalog.reads``)."""
-        with self.engine.connect() as conn:
+        with read_errors(catalog_path(self.root)), self.engine.connect() as conn:
             return reads.load_columns(conn, str(self.root), condition, order_by=order_by, limit=limit)
 
     def keys_of(self, ids: np.ndarray, generation: int | None = None) -> list[str]:
         """The keys of entry ``ids``, in order (``generation``: the one they were selected at, for the error that
         says gc reclaimed them)."""
-        with self.engine.connect() as conn:
+        with read_errors(catalog_path(self.root)), self.engine.connect() as conn:
             return reads.keys_of(conn, ids, str(self.root), generation)
 
     def id_of(self, key: str) -> int | None:
@@ -143,7 +152,7 @@ class StoreHandle:
 
     def metadata_of(self, entry_id: int, generation: int | None = None) -> dict[str, Any]:
         """The metadata dict of entry ``entry_id``."""
-        with self.engine.connect() as conn:
+        with read_errors(catalog_path(self.root)), self.engine.connect() as conn:
             return reads.metadata_of(conn, entry_id, str(self.root), generation)
 
     @property

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import and_
 
+from .catalog.engine import catalog_path, read_errors
 from .catalog.reads import current_generation, history, load_columns, summary
 from .catalog.schema import entries
 from .compiler.callback import Callback, default_callback
@@ -55,7 +56,7 @@ class Store(StoreHandle):
 
     def history(self) -> list[Generation]:
         """Every generation: its number, UTC time, operation, and the entries it added and removed."""
-        with self.engine.connect() as conn:
+        with read_errors(catalog_path(self.root)), self.engine.connect() as conn:
             rows = history(conn)
         return [Generation(g, datetime.fromisoformat(t), op, a, r) for g, t, op, a, r in rows]
 
@@ -220,7 +221,7 @@ class Store(StoreHandle):
     # --- summary and maintenance ----------------------------------------------------------------------------
     def info(self) -> StoreInfo:
         """A summary: entries, bytes, dtypes, shape ranges per ndim, metadata keys, shards, failed sources."""
-        with self.engine.connect() as conn:
+        with read_errors(catalog_path(self.root)), self.engine.connect() as conn:
             counts = summary(conn)
         c = self.all().columns
         ranges: dict[int, tuple[list[int], list[int]]] = {}

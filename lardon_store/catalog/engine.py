@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -18,7 +20,16 @@ from sqlalchemy.pool import NullPool
 from ..errors import CorruptStoreError, IncompatibleSchemaError, StoreIOError
 from ..format.layout import APPLICATION_ID, CATALOG_NAME
 
-__all__ = ["catalog_path", "check_application_id", "checkpoint", "make_engine", "needs_immutable", "read_error"]
+__all__ = [
+    "catalog_path",
+    "check_application_id",
+    "check_no_foreign_tables",
+    "checkpoint",
+    "make_engine",
+    "needs_immutable",
+    "read_error",
+    "read_errors",
+]
 
 
 def catalog_path(root: str | os.PathLike) -> Path:
@@ -100,9 +111,32 @@ def read_error(exc: Exception, path: Path) -> Exception:
             "store on read-only media that nobody writes while it is open, use lardon_store.open(path, "
             "immutable=True)."
         )
+    if "locked" in text or "busy" in text:
+        return StoreIOError(f"{path}: the catalog stayed locked by a writer ({orig}): try again.")
     if "disk i/o" in text or "full" in text:
         return StoreIOError(f"{path}: reading the catalog failed ({orig}): the disk reported an I/O error.")
     return CorruptStoreError(f"{path}: the catalog cannot be read ({orig}): run `lardon-store verify`.")
+
+
+@contextmanager
+def read_errors(path: Path) -> Iterator[None]:
+    """Turn the database errors raised inside the block into library errors naming the catalog (``read_error``)."""
+    try:
+        yield
+    except DatabaseError as exc:
+        raise read_error(exc, path) from None
+
+
+def check_no_foreign_tables(conn: Connection, path: Path) -> None:
+    """IncompatibleSchemaError when a database with no lardon_store revision holds tables: it belongs to another
+    program, and creating the catalog's tables in it would change that program's file."""
+    names = [n for (n,) in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    foreign = sorted(n for n in names if n != "alembic_version" and not n.startswith("sqlite_"))
+    if foreign:
+        raise IncompatibleSchemaError(
+            f"{path}: this SQLite file belongs to another program (tables {', '.join(foreign[:5])}): lardon_store "
+            "leaves it untouched; compile into another folder."
+        )
 
 
 def check_application_id(conn: Connection, path: Path) -> None:

@@ -75,6 +75,11 @@ def split_result(result: Any, where: str) -> list[tuple[str, np.ndarray, dict]]:
 
 def prepare(array: Any, metadata: Any, where: str) -> tuple[np.ndarray, dict]:
     """A storable (array, metadata) pair, or InvalidDataError naming ``where``."""
+    if isinstance(array, np.ma.MaskedArray):
+        raise InvalidDataError(
+            f"{where}: the callback returned a masked array: a store keeps no mask. Return array.filled(value), and "
+            "the mask as another entry or in the metadata."
+        )
     if not isinstance(array, np.ndarray):
         if isinstance(array, np.generic) or isinstance(array, (int, float, bool, complex, list)):
             array = np.asarray(array)

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import CorruptStoreError
 from .codecs import descr_to_dtype, parse_ints
-from .layout import MAX_NBYTES, MAX_NDIM
+from .layout import ALIGNMENT, MAX_NBYTES, MAX_NDIM
 
 __all__ = ["Columns", "IdLookup", "build_columns", "check_arrays", "check_row", "columns_from_texts", "parse_shape"]
 
@@ -47,8 +47,17 @@ def check_row(
     """
     if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(type(d) is int and d >= 0 for d in shape):
         raise CorruptStoreError(f"{where}: entry {key!r} has an invalid shape {shape_text!r}.")
+    extent = dtype.itemsize
+    for d in shape:
+        extent *= max(d, 1)  # (numpy refuses a shape whose non-zero dimensions overflow, even with a zero among them)
+    if extent >= MAX_NBYTES:
+        raise CorruptStoreError(f"{where}: entry {key!r} has an impossible shape {shape_text!r}.")
     if not (type(offset) is int and type(nbytes) is int and 0 <= offset < MAX_NBYTES and 0 <= nbytes < MAX_NBYTES):
         raise CorruptStoreError(f"{where}: entry {key!r} has an invalid offset/nbytes ({offset!r}, {nbytes!r}).")
+    if offset % ALIGNMENT:
+        raise CorruptStoreError(
+            f"{where}: entry {key!r} starts at byte {offset}, not a multiple of {ALIGNMENT}: no writer puts it there."
+        )
     expected = dtype.itemsize
     for d in shape:
         expected *= d
@@ -288,7 +297,9 @@ def check_arrays(c: Columns) -> bool:
         return False  # (padding is zeros)
     used = np.where(inside, dims, 1)
     itemsize = np.array([d.itemsize for d in c.dtypes], np.int64)[c.dtype]
-    if (np.prod(used.astype(np.float64), axis=1) * itemsize > MAX_NBYTES).any():
+    if (np.prod(np.maximum(used, 1).astype(np.float64), axis=1) * itemsize >= MAX_NBYTES).any():
+        return False
+    if (c.offset % ALIGNMENT).any():
         return False
     return bool((np.prod(used, axis=1) * itemsize == c.nbytes).all() and (c.offset + c.nbytes <= sizes[c.shard]).all())
 

@@ -45,16 +45,39 @@ def is_key(key: Any) -> bool:
     return isinstance(key, str) and KEY_PATTERN.fullmatch(key) is not None
 
 
-def _clean(value: Any, where: str, path: str) -> Any:
-    if value is None or isinstance(value, (bool, str)):
+MAX_DEPTH = 64  # lists and dicts nested deeper than this (or containing themselves) are refused
+
+
+def _text(value: str, where: str, path: str) -> str:
+    """``value`` if it can be stored as text: valid Unicode (no lone surrogate)."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidDataError(
+                f"{where}: metadata {path} has a character that is not valid text at position {exc.start} (a lone "
+                "surrogate, as from a file name decoded with errors='surrogateescape'): decode it properly."
+            ) from None
+    return value
+
+
+def _clean(value: Any, where: str, path: str, depth: int = 0) -> Any:
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return _text(str(value), where, path)
+    if depth >= MAX_DEPTH:
+        raise InvalidDataError(
+            f"{where}: metadata {path.split('[')[0]} is nested more than {MAX_DEPTH} levels deep (or contains itself): "
+            "flatten it."
+        )
     if isinstance(value, np.generic) and not isinstance(value, (np.str_, np.bytes_, np.void, np.datetime64)):
         value = value.item()
         if isinstance(value, complex):
             raise InvalidDataError(f"{where}: metadata {path} is complex ({value!r}): store its real and imag parts.")
-        return _clean(value, where, path)
+        return _clean(value, where, path, depth)
     if isinstance(value, np.str_):
-        return str(value)
+        return _text(str(value), where, path)
     if isinstance(value, int):
         if not -(2**63) <= value < 2**63:
             raise InvalidDataError(
@@ -70,13 +93,13 @@ def _clean(value: Any, where: str, path: str) -> Any:
             )
         return float(value)
     if isinstance(value, (list, tuple)):
-        return [_clean(v, where, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_clean(v, where, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
                 raise InvalidDataError(f"{where}: metadata {path} has a non-string key {k!r}: use string keys.")
-            out[k] = _clean(v, where, f"{path}[{k!r}]")
+            out[_text(k, where, f"{path} (a key)")] = _clean(v, where, f"{path}[{k!r}]", depth + 1)
         return out
     hint = " (use .tolist())" if isinstance(value, np.ndarray) else ""
     raise InvalidDataError(
@@ -102,7 +125,9 @@ def normalize(metadata: Any, where: str) -> dict[str, Any]:
             if type(key) is str and len(_VALID_KEYS) < 100_000:
                 _VALID_KEYS.add(key)
         kind = type(value)
-        if kind is str or kind is bool or value is None:  # (the common cases first: a tiny entry's metadata)
+        if kind is str and value.isascii():  # (the common cases first)
+            out[key] = value
+        elif kind is bool or value is None:
             out[key] = value
         elif kind is int and -(2**63) <= value < 2**63:
             out[key] = value

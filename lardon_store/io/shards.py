@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+import stat
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -38,6 +39,7 @@ __all__ = [
     "ShardReader",
     "ShardWriter",
     "fsync_dir",
+    "open_regular",
     "start_writeback",
     "resolve_shard_path",
     "shard_files_on_disk",
@@ -302,6 +304,24 @@ class ShardWriter:
                 pass
 
 
+def open_regular(path: Path):
+    """``path`` opened for reading in binary, refused unless it is a regular file: a FIFO would block the reader
+    forever, a folder would fail later with a raw error. CorruptStoreError names it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) else "not a regular file"
+            raise CorruptStoreError(
+                f"{path}: the catalog names this as a shard, but it is {kind}; run `lardon-store verify`."
+            )
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def fsync_dir(path: Path) -> None:
     """fsync a directory, so that files created or unlinked in it stay so after a power loss."""
     dirfd = os.open(path, os.O_RDONLY)
@@ -336,7 +356,7 @@ class ShardReader:
         if mm is None or len(mm) < needed:
             path = resolve_shard_path(self.root, relpath)
             try:
-                with open(path, "rb") as f:
+                with open_regular(path) as f:
                     size = os.fstat(f.fileno()).st_size
                     if size < needed:
                         raise CorruptStoreError(

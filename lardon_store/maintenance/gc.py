@@ -37,7 +37,7 @@ from ..format.layout import BLOBS_DIR, DEFAULT_MAX_SHARD_BYTES, NEXT_SHARD_KEY, 
 from ..handle import StoreHandle
 from ..io.crash import crash_point
 from ..io.lock import store_lock
-from ..io.shards import ShardWriter, fsync_dir, resolve_shard_path, shard_files_on_disk
+from ..io.shards import ShardWriter, fsync_dir, open_regular, resolve_shard_path, shard_files_on_disk
 
 __all__ = ["DEFAULT_KEEP_SECONDS", "gc_store", "oldest_kept"]
 
@@ -120,7 +120,7 @@ def gc_store(
         try:
             for sid in rewrite:
                 spath = shard_rows[sid][0]
-                with open(resolve_shard_path(root, spath), "rb") as f:
+                with open_regular(resolve_shard_path(root, spath)) as f:
                     for row in by_shard[sid]:
                         f.seek(row.offset)
                         data = f.read(row.nbytes)

@@ -21,7 +21,7 @@ from ..format.codecs import checksum, checksum_matches, descr_to_dtype
 from ..format.columns import check_row, parse_shape
 from ..format.layout import packed_size
 from ..handle import StoreHandle
-from ..io.shards import resolve_shard_path, shard_files_on_disk
+from ..io.shards import open_regular, resolve_shard_path, shard_files_on_disk
 
 __all__ = ["Damage", "VerifyReport", "verify_store"]
 
@@ -120,7 +120,8 @@ def verify_store(path: str | os.PathLike) -> VerifyReport:
             report.shard_problems.append(str(exc))
             continue
         if not file.is_file():
-            report.shard_problems.append(f"{file}: shard file is missing")
+            what = "is not a regular file" if file.exists() else "is missing"
+            report.shard_problems.append(f"{file}: shard file {what}")
             continue
         real = file.stat().st_size
         if real < size:
@@ -154,7 +155,7 @@ def verify_store(path: str | os.PathLike) -> VerifyReport:
                 if handle_sid != row.shard_id:
                     if handle is not None:
                         handle.close()
-                    handle, handle_sid = open(file, "rb"), row.shard_id
+                    handle, handle_sid = open_regular(file), row.shard_id
                 handle.seek(row.offset)
                 data = handle.read(row.nbytes)
                 report.bytes_checked += len(data)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import Connection
 
-from ..catalog.engine import catalog_path
+from ..catalog.engine import catalog_path, read_errors
 from ..catalog.reads import current_generation, entry_lives, generation_token, load_columns, shard_rows, store_value
 from ..errors import CorruptStoreError, StoreNotFoundError
 from ..format.codecs import parse_ints
@@ -265,7 +265,7 @@ class SnapshotCache:
                 self._conn, self._file_id, self._snapshot = store.engine.connect(), file_id, None
                 self._raw, self._path = self._conn.connection.driver_connection, os.fspath(catalog_path(store.root))
             conn = self._conn
-            with conn.begin():
+            with read_errors(catalog_path(store.root)), conn.begin():
                 # Read inside the transaction, data_version names the very catalog state this transaction reads.
                 version = conn.exec_driver_sql("PRAGMA data_version").scalar()
                 snap = self._snapshot

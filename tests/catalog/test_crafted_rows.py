@@ -118,6 +118,11 @@ ENTRY_CASES = {
     "nul_in_dtype": "dtype = '<i4' || char(0)",
     "nul_in_shape": "shape = '[4,6]' || char(0) || '[1]'",
     "huge_offset_text": "\"offset\" = '99999999999999999999'",
+    # Found by the issue-16 sweep: raw OverflowError / ValueError from numpy, and misaligned bytes read as data.
+    "zero_and_2_63": "shape = '[0, 9223372036854775808]', nbytes = 0",
+    "2_64_and_zero": "shape = '[18446744073709551616, 0]', nbytes = 0",
+    "2_62_and_zero": "shape = '[4611686018427387904, 0]', nbytes = 0",
+    "unaligned_offset": '"offset" = "offset" + 8, nbytes = nbytes - 8, shape = \'[22]\'',
 }
 
 
@@ -206,3 +211,48 @@ def test_untouched_store_reads_in_the_subprocess(victim_store):
     """The harness itself: an intact store reads without error (so the cases above can fail)."""
     result = read_in_subprocess(victim_store)
     assert result.returncode == 2 and "READ WITHOUT ERROR" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_shard_path_that_is_not_a_regular_file_is_refused_without_hanging(victim_store, kind):
+    row = victim_row(victim_store)
+    odd = victim_store / "blobs" / f"odd-{kind}"
+    if kind == "fifo":
+        os.mkfifo(odd)
+    else:
+        odd.mkdir()
+    edit(victim_store, "UPDATE shards SET path = ? WHERE id = ?", f"blobs/odd-{kind}", row["shard_id"])
+    assert_refused(victim_store, "it is a pipe" if kind == "fifo" else "it is a folder")
+    report = ls.verify_store(victim_store)
+    assert not report.ok and any("not a regular file" in p for p in report.shard_problems)
+
+
+def test_deeply_nested_metadata_json_is_refused_as_damage(victim_store):
+    edit(victim_store, "UPDATE entries SET metadata = ? WHERE key = ?", "[" * 100_000 + "]" * 100_000, VICTIM)
+    store = ls.open(victim_store)
+    i = store.keys.index(VICTIM)
+    with pytest.raises(ls.CorruptStoreError, match="malformed metadata"):
+        store.metadata(i)
+
+
+def test_a_dropped_entries_table_is_a_library_error(victim_store):
+    with sqlite3.connect(victim_store / "catalog.sqlite") as conn:
+        conn.execute("DROP TABLE meta_values")
+        conn.execute("DROP TABLE entries")
+    conn.close()
+    shutil.rmtree(victim_store / SNAPSHOT_DIR, ignore_errors=True)
+    with pytest.raises(ls.CorruptStoreError, match="no such table"):
+        len(ls.open(victim_store))
+
+
+def test_a_foreign_sqlite_file_is_left_untouched(tmp_path):
+    folder = tmp_path / "other"
+    folder.mkdir()
+    with sqlite3.connect(folder / "catalog.sqlite") as conn:
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+    conn.close()
+    before = (folder / "catalog.sqlite").read_bytes()
+    src = write_sources(tmp_path / "raw", {"a": np.arange(3)})
+    with pytest.raises(ls.IncompatibleSchemaError, match="belongs to another program"):
+        ls.compile(src, folder)
+    assert (folder / "catalog.sqlite").read_bytes() == before

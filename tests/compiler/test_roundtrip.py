@@ -369,3 +369,37 @@ def test_one_extension_given_as_a_string_is_one_extension(tmp_path):
     store = ls.compile(src, tmp_path / "store", valid_exts=".npy")
     assert store.keys == ["a", "b"]
     assert ls.compile(src, tmp_path / "store2", valid_exts="npy").keys == ["a", "b"]
+
+
+def _hostile(path: str):
+    name = os.path.basename(path)
+    x = np.load(path)
+    if name == "surrogate.npy":
+        return x, {"title": "caf\udce9"}
+    if name == "deep.npy":
+        deep: list = []
+        inner = deep
+        for _ in range(5000):
+            inner.append([])
+            inner = inner[0]
+        return x, {"deep": deep}
+    if name == "loop.npy":
+        loop: dict = {}
+        loop["self"] = loop
+        return x, {"loop": loop}
+    if name == "masked.npy":
+        return np.ma.masked_array(x, mask=x > 1), {}
+    return x, {"ok": True}
+
+
+def test_every_hostile_callback_result_is_a_skippable_failure_naming_the_source(tmp_path):
+    names = ["surrogate", "deep", "loop", "masked", "fine"]
+    src = write_sources(tmp_path / "raw", {n: np.arange(3) for n in names})
+    store = ls.compile(src, tmp_path / "store", _hostile, on_error="skip")
+    assert store.keys == ["fine"]
+    reasons = dict(store.last_compile.failures)
+    assert set(reasons) == {f"{n}.npy" for n in names if n != "fine"}
+    assert "lone surrogate" in reasons["surrogate.npy"] and "masked array" in reasons["masked.npy"]
+    assert "nested more than" in reasons["deep.npy"] and "nested more than" in reasons["loop.npy"]
+    with pytest.raises(ls.InvalidDataError, match="deep.npy"):
+        ls.compile(src, tmp_path / "store2", _hostile)

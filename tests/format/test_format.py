@@ -104,7 +104,7 @@ def row(shape_text="[2,3]", descr="<f4", offset=0, nbytes=24, size=100):
 def test_check_row_accepts_a_valid_row():
     assert row() == (2, 3)
     assert row("[]", "<f8", 64, 8) == ()
-    assert row("[0,5]", "<f4", 100, 0) == (0, 5)
+    assert row("[0,5]", "<f4", 64, 0) == (0, 5)
 
 
 @pytest.mark.parametrize(
@@ -119,13 +119,17 @@ def test_check_row_accepts_a_valid_row():
         ({"offset": 1.0}, "invalid offset"),
         ({"nbytes": 20}, "needs 24"),
         ({"shape_text": "[2,0]", "nbytes": 24}, "needs 0"),
-        ({"offset": 80}, "past its committed size"),
-        ({"shape_text": f"[{2**62},0]", "nbytes": 0}, None),
+        ({"offset": 128}, "past its committed size"),
+        ({"shape_text": f"[{2**62},0]", "nbytes": 0}, "impossible shape"),
+        ({"shape_text": f"[0,{2**63}]", "nbytes": 0}, "impossible shape"),
+        ({"shape_text": f"[{2**64},0]", "nbytes": 0}, "impossible shape"),
+        ({"offset": 8}, "not a multiple of 64"),
+        ({"shape_text": "[0,5]", "nbytes": 0, "offset": 64}, None),
     ],
 )
 def test_check_row_refuses_impossible_rows_naming_the_entry(kwargs, message):
     if message is None:
-        assert row(**kwargs) == (2**62, 0)
+        assert row(**kwargs) == (0, 5)
         return
     with pytest.raises(CorruptStoreError, match="entry 'k'") as info:
         row(**kwargs)
