@@ -66,6 +66,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
         lardon-store compile raw/ store/ --ext .npy
         lardon-store compile raw/ store/ --callback mypkg.loaders:load --ext .wav --ext .flac
         lardon-store compile sounds/ store/ --callback audio --ext .wav --ext .flac --workers 2
+        lardon-store compile raw/ store/ --exclude '*.tmp' --exclude 'drafts/*'
+
+    A source whose last compile failed (with --on-error skip) and that has not changed since is not run again: it
+    is listed as a known failure, and the command succeeds.
     """
     from tqdm import tqdm
 
@@ -79,9 +83,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
     store = compile(
         args.src, args.dst, load_callback(args.callback), args.ext or None, force=args.force, progress=progress,
         callback_version=args.callback_version, on_error=args.on_error, workers=args.workers,
+        exclude=args.exclude or (),
     )  # fmt: skip
     bar.close()
     print(store.last_compile)
+    if store.last_compile.known_failures:
+        print(f"known failures (unchanged since they failed; change them, or --force, to run them again; `lardon-store "
+              f"info {args.dst}` shows why): {', '.join(store.last_compile.known_failures)}")  # fmt: skip
     return 0
 
 
@@ -238,9 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="recompile every source")
     p.add_argument("--callback-version", help="recompile every source when this differs from the last compile's")
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                   help="skip: record a failing source in the catalog and go on (retried next time)")  # fmt: skip
+                   help="skip: record a failing source in the catalog and go on")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--workers", type=int, default=0, help="run the callback in N processes (default 0: in this one)")
+    p.add_argument("--exclude", action="append", metavar="GLOB",
+                   help="leave out sources whose path matches (repeatable), e.g. --exclude '*.tmp'")  # fmt: skip
     for name in ("info", "migrate", "gc", "verify", "history"):
         p = sub.add_parser(name, help=COMMANDS[name][0], description=COMMANDS[name][1].__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip

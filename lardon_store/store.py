@@ -278,20 +278,23 @@ def compile(  # noqa: A001 - the public name, as in the seed project
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     progress: Callable[[int, int], None] | None = None,
     workers: int = 0,
+    exclude: Sequence[str] = (),
 ) -> Store:
     """Compile the files of ``source`` into the store at ``target`` and return it (read-only, holding no lock).
 
     ``callback(path)`` returns ``(array, metadata_dict)`` or a list of such pairs. On an existing store only new and
     changed sources run it, deleted ones are removed; ``force=True`` redoes everything, and so does a new
     ``callback_version`` (by default a fingerprint of the callback's code). ``on_error="skip"`` records a failing
-    source in the catalog and goes on (it is retried next time); the default raises CallbackError.
+    source in the catalog and goes on; the default raises CallbackError.
     ``workers=N`` runs the callbacks in N processes (the callback must pickle); the store is the same as with the
     default ``workers=0``, which runs them in this process (so lambdas and local functions work).
+    ``exclude`` globs leave sources out (as if absent); a source that failed and has not changed since is reported in
+    the summary's ``known_failures`` instead of being run (and failing) again.
     The summary (a CompileSummary) is in the returned store's ``last_compile``.
     """
     summary = compile_store(
         source, target, callback, valid_exts, force=force, callback_version=callback_version, on_error=on_error,
-        max_shard_bytes=max_shard_bytes, progress=progress, workers=workers,
+        max_shard_bytes=max_shard_bytes, progress=progress, workers=workers, exclude=exclude,
     )  # fmt: skip
     store = Store(target, readonly=True)
     store.last_compile = summary

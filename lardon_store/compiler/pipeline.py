@@ -48,12 +48,14 @@ class CompileSummary:
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     generations: list[int] = field(default_factory=list)  # the generations this compile committed
+    known_failures: list[str] = field(default_factory=list)  # sources that failed before and have not changed
 
     def __str__(self) -> str:
+        known = f" ({len(self.known_failures)} known failures, not run again)" if self.known_failures else ""
         return (
             f"{self.new} new, {self.changed} changed, {self.unchanged} unchanged, {self.deleted} deleted, "
-            f"{self.failed} failed; {self.entries_written} entries, {self.bytes_written / 1e6:.1f} MB written "
-            f"in {self.seconds:.2f} s"
+            f"{self.failed} failed{known}; {self.entries_written} entries, {self.bytes_written / 1e6:.1f} MB "
+            f"written in {self.seconds:.2f} s"
         )
 
 
@@ -67,6 +69,7 @@ class Plan:
     unchanged: int
     files: list[str]
     stats: dict[str, tuple[int, int]]
+    known_failures: list[str]  # failed with this callback version, unchanged since: not run again
 
 
 def plan(
@@ -82,12 +85,18 @@ def plan(
     # Only small columns for 10,000s of rows, through the driver's cursor (SQLAlchemy's row objects cost more than
     # the query here); the status and version comparison runs in SQL, with the version bound.
     rows = conn.connection.driver_connection.execute(
-        "SELECT path, id, size, mtime_ns, (status = 'ok' AND callback_version = ?) FROM sources", (version,)
+        "SELECT path, id, size, mtime_ns, (status = 'ok' AND callback_version = ?), "
+        "(status = 'failed' AND callback_version = ?) FROM sources",
+        (version, version),
     ).fetchall()
     stats = scan()
     # The common case first: same version, same size and mtime_ns. Such a file is not even opened.
     same_stat = set() if force else {row[0] for row in rows if row[4] and stats.get(row[0]) == (row[2], row[3])}
-    todo, unchanged, touched = [], len(same_stat), []
+    # A source that failed with this callback version and has not changed since would fail again: it is reported,
+    # not run (a changed file, force=True or a new callback version runs it again).
+    known_failures = [] if force else sorted(row[0] for row in rows if row[5] and stats.get(row[0]) == (row[2], row[3]))
+    same_stat.update(known_failures)
+    todo, unchanged, touched = [], len(same_stat) - len(known_failures), []
     others = sorted(stats.keys() - same_stat)
     known = {row[0]: row for row in rows} if others else {}
     for rel in others:
@@ -96,7 +105,7 @@ def plan(
             todo.append((rel, "new"))
             continue
         size, mtime_ns = stats[rel]
-        _, sid, old_size, old_mtime, is_current = row
+        _, sid, old_size, old_mtime, is_current, _ = row
         same = bool(is_current) and not force and old_size == size
         if same and old_mtime != mtime_ns:
             stored = conn.execute(select(sources.c.content_hash).where(sources.c.id == sid)).scalar()
@@ -112,7 +121,7 @@ def plan(
             update(sources).where(sources.c.id == bindparam("sid")).values(mtime_ns=bindparam("mtime")), touched
         )
     deleted = [row[1] for row in rows if row[0] not in stats]
-    return Plan(todo, deleted, unchanged, sorted(stats), stats)
+    return Plan(todo, deleted, unchanged, sorted(stats), stats, known_failures)
 
 
 def compile_store(
@@ -127,15 +136,19 @@ def compile_store(
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     progress: Callable[[int, int], None] | None = None,
     workers: int = 0,
+    exclude: Sequence[str] = (),
 ) -> CompileSummary:
     """Compile the files of ``source`` into the store at ``target`` (created if missing); return what was done.
 
     ``callback(path)`` returns ``(array, metadata_dict)`` or a list of such pairs. On an existing store only new and
     changed sources run it, deleted ones are removed; ``force=True`` redoes everything, and so does a new
     ``callback_version`` (by default a fingerprint of the callback's code). ``on_error="skip"`` records a failing
-    source in the catalog and goes on (it is retried next time); the default raises CallbackError.
+    source in the catalog and goes on; the default raises CallbackError.
     ``workers=N`` runs the callbacks in N processes (the callback must pickle); the store is the same as with the
     default ``workers=0``, which runs them in this process (so lambdas and local functions work).
+    ``exclude`` globs (``"*.tmp"``, ``"drafts/*"``) leave out the sources whose relative path matches: as if they
+    were absent (their entries are removed). A source that failed and has not changed since is not run again: it
+    is reported in ``known_failures`` and raises nothing (change it, or pass ``force=True``, to run it again).
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
@@ -146,7 +159,7 @@ def compile_store(
         raise FileNotFoundError(f"{src}: the source folder does not exist.")
     version = callback_version if callback_version is not None else callback_fingerprint(callback)
     summary = CompileSummary()
-    stats = scan_stats(src, valid_exts, exclude=target)
+    stats = scan_stats(src, valid_exts, exclude=target, patterns=exclude)
     with store_lock(target):
         store = StoreHandle.create(target)
         try:
@@ -158,6 +171,7 @@ def compile_store(
         except OperationalError as exc:
             raise catalog_write_error(exc, target) from exc
         summary.unchanged, summary.deleted = work.unchanged, len(work.deleted)
+        summary.known_failures = work.known_failures
         outcomes = run_callbacks(callback, [str(src / rel) for rel, _ in work.todo], workers)
         paths = [src / rel for rel, _ in work.todo]
         # Large sources are hashed on a thread while the callback runs; small ones here (a thread would cost more).

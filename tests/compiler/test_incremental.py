@@ -47,6 +47,7 @@ class IncrementalMachine(RuleBasedStateMachine):
         self.files: dict[str, bytes] = {}  # current content of each source file
         self.compiled: dict[str, bytes] = {}  # content at the last compile that ran the callback on it
         self.bad: set[str] = set()
+        self.failed_stat: dict[str, tuple[int, int]] = {}  # (size, mtime_ns) of each bad file when it last failed
         self.loader = Counting()
 
     def teardown(self):
@@ -96,18 +97,21 @@ class IncrementalMachine(RuleBasedStateMachine):
     def compile(self):
         self.loader.calls.clear()
         store = ls.compile(self.src, self.dst, self.loader, callback_version="v1", on_error="skip")
+        stat = {n: (os.stat(self.src / n).st_size, os.stat(self.src / n).st_mtime_ns) for n in self.files}
+        known = {n for n in self.bad if self.failed_stat.get(n) == stat[n]}  # failed, unchanged since: not run
         want_calls = {
             name
             for name, content in self.files.items()
-            if name in self.bad or self.compiled.get(name) != content  # failed sources are retried
+            if (name in self.bad and name not in known) or (name not in self.bad and self.compiled.get(name) != content)
         }
         assert set(self.loader.calls) == {str(self.src / n) for n in want_calls}
         assert all(n == 1 for n in self.loader.calls.values())
         summary = store.last_compile
-        assert summary.failed == len(self.bad)
+        assert summary.failed == len(self.bad) - len(known) and sorted(summary.known_failures) == sorted(known)
         assert summary.new + summary.changed + summary.failed == len(want_calls)
-        assert summary.unchanged == len(self.files) - len(want_calls)
+        assert summary.unchanged == len(self.files) - len(want_calls) - len(known)
         self.compiled = {n: c for n, c in self.files.items() if n not in self.bad}
+        self.failed_stat = {n: stat[n] for n in self.bad}
         failed = [f["path"] for f in store.info().failed_sources]
         assert failed == sorted(self.bad)
         self._check_equals_fresh_compile()
@@ -261,7 +265,7 @@ def test_multi_entry_source_failing_midway_leaves_nothing_partial(tmp_path):
     assert_same(store_contents(dst), before)
 
 
-def test_skip_records_failures_retries_them_and_info_lists_them(tmp_path, capsys):
+def test_skip_records_failures_reports_them_until_they_change_and_info_lists_them(tmp_path, capsys):
     src, dst = tmp_path / "src", tmp_path / "store"
     make_tree(src, 4)
     (src / "d0" / "broken.npy").write_bytes(b"garbage")
@@ -272,8 +276,12 @@ def test_skip_records_failures_retries_them_and_info_lists_them(tmp_path, capsys
     assert main(["info", str(dst)]) == 0
     assert "FAILED     d0/broken.npy" in capsys.readouterr().out
     loader = Counting()
-    assert ls.compile(src, dst, loader, callback_version="1", on_error="skip").last_compile.failed == 1
-    assert list(loader.calls) == [str(src / "d0" / "broken.npy")]  # retried, alone
+    again = ls.compile(src, dst, loader, callback_version="1").last_compile  # (on_error="raise": nothing raised)
+    assert list(loader.calls) == [] and again.known_failures == ["d0/broken.npy"] and again.failed == 0
+    assert main(["compile", str(src), str(dst), "--callback-version", "1", "--quiet"]) == 0  # an unchanged run
+    assert "known failures" in capsys.readouterr().out
+    forced = ls.compile(src, dst, loader, callback_version="1", on_error="skip", force=True).last_compile
+    assert forced.failed == 1 and str(src / "d0" / "broken.npy") in loader.calls  # retried with force
     write_npy(src / "d0" / "broken.npy", np.ones(2))
     store = ls.compile(src, dst, loader, on_error="skip", callback_version="1")
     assert store.info().failed_sources == [] and len(store) == 5
@@ -300,3 +308,17 @@ def test_a_new_file_clashing_with_a_compiled_key_is_refused(tmp_path):
     with pytest.raises(ls.InvalidDataError, match=r"d0/s000\.npy.*d0/s000\.x|d0/s000\.x.*d0/s000\.npy"):
         ls.compile(src, dst, load, callback_version="1")
     assert_same(store_contents(dst), before)
+
+
+def test_excluded_sources_are_as_if_absent(tmp_path, capsys):
+    src, dst = tmp_path / "src", tmp_path / "store"
+    make_tree(src, 6)
+    (src / "d0" / "broken.npy").write_bytes(b"garbage")
+    with pytest.raises(ls.CallbackError):
+        ls.compile(src, dst, load)
+    store = ls.compile(src, dst, load, exclude=["*broken*"])
+    assert "d0/broken" not in store.keys and len(store) == 6
+    store = ls.compile(src, dst, load, exclude=["d1/*", "*broken*"])
+    assert all(not k.startswith("d1/") for k in store.keys) and store.last_compile.deleted == 2
+    assert main(["compile", str(src), str(dst), "--exclude", "*broken*", "--quiet"]) == 0
+    assert "d1/" in " ".join(ls.open(dst).keys)
