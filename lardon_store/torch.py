@@ -95,7 +95,11 @@ class StoreDataset(Dataset):
         i %= n
         index = self.index
         if any(isinstance(item, randslice) for item in index):
-            index = resolve(index, self.selection.shape_of(i), self.rng(i))
+            shape = self.selection.item_shape(i)
+            try:
+                index = resolve(index, shape, self.rng(i))
+            except IndexError as exc:
+                raise IndexError(f"item {i} (entry {self.selection.entry(i).key!r}, shape {shape}): {exc}") from None
         x = self.selection[(i, *index)]
         if self.transform is not None:
             x = self.transform(x)

@@ -22,7 +22,7 @@ from ..query.evaluate import columns_of_ids, metadata_columns, order_positions, 
 from ..query.expressions import Expr
 from ..query.parser import combine
 from .batching import batch, check_mode
-from .indexing import has_random, resolve, view_shape
+from .indexing import has_random, resolve, stand_in, view_shape
 from .transforms import apply_transforms, check_transform, list_shape, shape_ranges
 
 __all__ = ["MANIFEST_FORMAT", "Entry", "ScatteredSelection", "Selection", "item_dims", "scatter"]
@@ -130,6 +130,14 @@ class Selection:
         """The stored shape of entry ``i``."""
         i = self._position(i)
         return tuple(self._columns.dims[i, : self._columns.ndim[i]].tolist())
+
+    def item_shape(self, i: int) -> tuple[int, ...]:
+        """The shape of entry ``i`` as read, after the ``expand_dims``/``squeeze`` transforms: the coordinates an
+        index after the entry's position counts in."""
+        shape = self.shape_of(i)
+        if not self._transforms:
+            return shape
+        return np.shape(apply_transforms(stand_in(shape), self._transforms))
 
     def dtype_of(self, i: int) -> np.dtype:
         """The stored dtype of entry ``i``."""
@@ -322,18 +330,23 @@ class Selection:
         return columns
 
     def _read_item(self, i: int, index: tuple) -> tuple[np.ndarray, tuple]:
-        """Entry ``i`` indexed by ``index`` (randslices drawn), converted and transformed; and the index used."""
+        """Entry ``i`` transformed (``expand_dims`` and ``squeeze`` only make views), indexed by ``index`` in the
+        coordinates ``shape`` reports (randslices drawn), then converted; and the index used."""
         x = self._mapped(i)
+        if self._transforms:
+            x = apply_transforms(x, self._transforms)
         if index:
             if has_random(index):
-                index = resolve(index, x.shape, self.rng())
+                try:
+                    index = resolve(index, x.shape, self.rng())
+                except IndexError as exc:
+                    key = self._store.keys_of(self._columns.ids[i : i + 1], self._generation)[0]
+                    raise IndexError(f"entry {key!r} of shape {x.shape}: {exc}") from None
             x = x[index]
         if self._dtype is not None:
             x = np.array(x, dtype=self._dtype)
         elif isinstance(x, np.ndarray):
             x = x.copy()
-        if self._transforms:
-            x = apply_transforms(x, self._transforms)
         return x, index
 
     def _read(self, i: int, index: tuple) -> np.ndarray:

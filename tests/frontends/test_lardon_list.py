@@ -314,3 +314,18 @@ def test_scatter_axes_and_errors(dataset):
     with pytest.raises(np.exceptions.AxisError, match="only 3 dimensions"):
         lst.scatter(3)
     assert len(lst.take([]).scatter(0)) == 0
+
+
+def test_indexing_counts_in_the_coordinates_shape_reports(tmp_path):
+    src = tmp_path / "raw"
+    src.mkdir()
+    for i in range(3):
+        np.save(src / f"x{i}.npy", np.arange(2 * 100, dtype=np.float32).reshape(2, 100) + i)
+    lst = lardon.parse_folder(lardon.compile(src, tmp_path / "st").root)
+    lst.expand_dims(0)
+    assert lst.shape == (3, 1, 2, 100)
+    crops = lst[0:3, :, :, lardon.randslice(64)]
+    assert len(crops) == 3 and all(c.shape == (1, 2, 64) for c in crops)
+    assert lst[1, 0, 1, 5] == 100 + 5 + 1
+    with pytest.raises(IndexError, match=r"entry 'x0' of shape \(1, 2, 100\)"):
+        lst[0, :, :, lardon.randslice(500)]

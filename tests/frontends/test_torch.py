@@ -147,3 +147,9 @@ def test_import_lardon_store_does_not_import_torch():
 
     code = "import sys, lardon_store; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_crop_longer_than_its_entry_names_the_item_and_entry(store):
+    ds = StoreDataset(store, index=(slice(None), randslice(10**6)), seed=0)
+    with pytest.raises(IndexError, match=r"item 3 \(entry 'e03', shape \(2, \d+\)\)"):
+        ds[3]
