@@ -167,6 +167,44 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("show", "draw one entry to a PNG: a line, an image with a colour bar, or a grid of slices")
+def cmd_show(args: argparse.Namespace) -> int:
+    """Draw the entry KEY of STORE (1-D: a line; 2-D: an image, first axis up; more: its leading slices), titled
+    with its key, shape, dtype and metadata. Needs matplotlib (pip install lardon_store[plot]).
+    Python twin: lardon_store.open(path).show(key).savefig(out).
+
+    Example:
+        lardon-store show store/ violin/p62_00112 --out violin.png
+    """
+    figure = open_store(args.store).show(args.key)
+    out = args.out or _png_name(args.key)
+    figure.savefig(out)
+    print(f"{out}: {args.key}")
+    return 0
+
+
+@command("plot", "draw how a metadata key is spread over a store or a query's entries, to a PNG")
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Draw the distribution of metadata KEY: a histogram for numbers, bars of counts for strings, with the number
+    of entries that have no value. Needs matplotlib (pip install lardon_store[plot]).
+    Python twin: lardon_store.open(path).where(query).plot(key).savefig(out).
+
+    Example:
+        lardon-store plot store/ pitch --where "instrument == 'violin'" --out pitch.png
+    """
+    store = open_store(args.store)
+    selection = store.where(args.where) if args.where is not None else store.all()
+    out = args.out or _png_name(f"{args.key}-distribution")
+    selection.plot(args.key).savefig(out)
+    print(f"{out}: {args.key} over {len(selection)} entries")
+    return 0
+
+
+def _png_name(text: str) -> str:
+    """A file name in the current folder for a picture of ``text`` (a key may hold slashes)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) + ".png"
+
+
 @command("history", "list a store's generations: when, what, entries added and removed")
 def cmd_history(args: argparse.Namespace) -> int:
     """Print one line per generation (number, UTC time, operation, +added -removed).
@@ -268,6 +306,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--where", help="a metadata query, e.g. \"pitch > 60 and split == 'train'\"")
     p.add_argument("--limit", type=int, help="list at most N entries")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
+    p = sub.add_parser("show", help=COMMANDS["show"][0], description=cmd_show.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("store")
+    p.add_argument("key", help="the entry's key")
+    p.add_argument("--out", help="the PNG to write (default: <key>.png here)")
+    p = sub.add_parser("plot", help=COMMANDS["plot"][0], description=cmd_plot.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("store")
+    p.add_argument("key", help="the metadata key")
+    p.add_argument("--where", help="a metadata query choosing the entries (default: every entry)")
+    p.add_argument("--out", help="the PNG to write (default: <key>-distribution.png here)")
     p = sub.add_parser("demo", help=COMMANDS["demo"][0], description=cmd_demo.__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("dir", nargs="?", default="lardon-demo", help="folder to build in (default ./lardon-demo)")
@@ -287,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"lardon-store {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except (LardonStoreError, OSError, ValueError) as exc:
+    except (LardonStoreError, OSError, ValueError, ImportError) as exc:
         print(f"lardon-store {args.command}: error: {_for_the_cli(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

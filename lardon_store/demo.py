@@ -69,4 +69,10 @@ def run_demo(directory: str | os.PathLike, n_files: int = 200) -> None:
     print(f'store.where(meta.instrument == "violin", meta.pitch > 60): {len(violins)} entries; first: '
           f"{violins.keys[0] if len(violins) else None} {violins.metadata(0) if len(violins) else ''}")  # fmt: skip
     print(f"store.distinct('split'): {store.distinct('split')}")
+    try:
+        store.show(0).savefig(root / "entry.png")
+        store.plot("pitch").savefig(root / "pitch.png")
+        print(f"pictures: {root / 'entry.png'} (store.show(0)), {root / 'pitch.png'} (store.plot('pitch'))")
+    except ImportError:
+        print("pictures skipped: matplotlib is not installed (pip install lardon_store[plot])")
     print(f"try: python -c \"import lardon_store as ls; s = ls.open('{target}'); print(s[0, :, :, 10:20].shape)\"")

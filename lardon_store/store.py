@@ -218,6 +218,14 @@ class Store(StoreHandle):
         """``{"key", "shape", "dtype", "metadata"}`` of every entry, in key order."""
         return self.all().rows()
 
+    def show(self, i: int | str):
+        """A matplotlib Figure of entry ``i`` (a position or a key); see ``Selection.show``."""
+        return self.all().show(i)
+
+    def plot(self, key: str):
+        """A matplotlib Figure of how metadata ``key`` is spread over every entry; see ``Selection.plot``."""
+        return self.all().plot(key)
+
     # --- summary and maintenance ----------------------------------------------------------------------------
     def info(self) -> StoreInfo:
         """A summary: entries, bytes, dtypes, shape ranges per ndim, metadata keys, shards, failed sources."""

@@ -23,6 +23,7 @@ from ..query.expressions import Expr
 from ..query.parser import combine
 from .batching import batch, check_mode
 from .indexing import has_random, resolve, stand_in, view_shape
+from .pictures import distribution_figure, entry_figure
 from .transforms import apply_transforms, check_transform, list_shape, shape_ranges
 
 __all__ = ["MANIFEST_FORMAT", "Entry", "ScatteredSelection", "Selection", "item_dims", "scatter"]
@@ -258,6 +259,19 @@ class Selection:
     def metadata_columns(self, keys: list[str]) -> dict[str, np.ndarray]:
         """One numpy array of values per metadata key (object dtype with None where mixed or missing)."""
         return metadata_columns(self._store, self.ids, keys, self._generation)
+
+    def show(self, i: int | str):
+        """A matplotlib Figure of entry ``i`` (a position or a key): a line, an image with a colour bar, or a grid
+        of slices (see ``pictures.py``); ``fig.savefig("x.png")`` writes it. Needs the ``plot`` extra."""
+        entry = self.by_key(i) if isinstance(i, str) else self.entry(i)
+        return entry_figure(entry.key, np.asarray(entry), entry.metadata)
+
+    def plot(self, key: str):
+        """A matplotlib Figure of how metadata ``key`` is spread over this selection: a histogram for numbers, bars
+        of counts for strings, with the number of entries without a value. Needs the ``plot`` extra."""
+        values = self.metadata_columns([key])[key]
+        what = f"{len(self)} entries" + (f" where {self._query}" if self._query else "")
+        return distribution_figure(key, np.asarray(values, dtype=object), what)
 
     def rows(self) -> list[dict[str, Any]]:
         """``{"key", "shape", "dtype", "metadata"}`` for each entry, in order (what ``lardon-store ls`` prints)."""
