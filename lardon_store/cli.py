@@ -119,7 +119,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         lardon-store ls store/ --where "split in ['train', 'valid']" --format csv > train.csv
     """
     store = open_store(args.store)
-    sel = store.select(parse(args.where).sql() if args.where else None, limit=args.limit)
+    sel = store.select(parse(args.where).sql() if args.where is not None else None, limit=args.limit)
     print(format_rows(sel.rows(), args.format), end="")
     return 0
 
@@ -271,9 +271,16 @@ def cmd_import_lardon(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a wrong argument said in one line (and where to look) instead of the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="lardon-store", description=__doc__)
+    parser = _Parser(prog="lardon-store", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("compile", help=COMMANDS["compile"][0], description=cmd_compile.__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip

@@ -173,3 +173,59 @@ def test_gc_of_a_folder_without_a_store_creates_nothing(tmp_path, capsys):
     assert cli.main(["gc", str(tmp_path / "empty")]) == 1
     assert list((tmp_path / "empty").iterdir()) == []
     assert "no lardon_store catalog" in capsys.readouterr().err
+
+
+HOSTILE = [
+    [],
+    ["nope"],
+    ["compile"],
+    ["compile", "{tmp}/missing", "{tmp}/s"],
+    ["compile", "{src}", "{tmp}/s", "--workers", "-3"],
+    ["compile", "{src}", "{tmp}/s", "--workers", "many"],
+    ["compile", "{src}", "{tmp}/s", "--on-error", "maybe"],
+    ["compile", "{src}", "{tmp}/s", "--callback", "os:getcwd"],
+    ["compile", "{src}", "{tmp}/s", "--callback", "\udcff:x"],
+    ["info"],
+    ["info", "{tmp}/missing"],
+    ["info", "{src}"],
+    ["info", "{src}/a.npy"],
+    ["ls", "{store}", "--where", ""],
+    ["ls", "{store}", "--where", "pitch ="],
+    ["ls", "{store}", "--where", "__import__('os').system('true')"],
+    ["ls", "{store}", "--where", "x == " + "9" * 400],
+    ["ls", "{store}", "--where", "a == '\udc80'"],
+    ["ls", "{store}", "--where", "(" * 500 + "a == 1" + ")" * 500],
+    ["ls", "{store}", "--limit", "-1x"],
+    ["ls", "{store}", "--format", "xml"],
+    ["gc", "{tmp}/missing"],
+    ["gc", "{store}", "--keep-seconds", "soon"],
+    ["verify", "{tmp}/missing"],
+    ["migrate", "{tmp}/missing"],
+    ["history", "{src}"],
+    ["show", "{store}", "nope"],
+    ["show", "{store}"],
+    ["plot", "{store}", "nope-key"],
+    ["plot", "{store}", "a", "--where", "a ="],
+    ["import-lardon", "{tmp}/missing"],
+    ["import-lardon", "{store}"],
+    ["demo", "--files", "x"],
+]
+
+
+@pytest.mark.parametrize("argv", HOSTILE, ids=lambda a: " ".join(a)[:60] or "(nothing)")
+def test_hostile_arguments_get_one_clear_line_and_no_traceback(argv, tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    np.save(src / "a.npy", np.arange(3))
+    store = ls.compile(src, tmp_path / "store").root
+    capsys.readouterr()
+    args = [a.format(tmp=tmp_path, src=src, store=store) for a in argv]
+    try:
+        code = cli.main(args)
+    except SystemExit as exc:  # (argparse's own exit)
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code in (1, 2), (code, err)
+    first, *more = err.strip().splitlines()
+    assert "Traceback" not in err and first.startswith("lardon-store") and "error" in first, err
+    assert all(line.startswith("    ") for line in more), err  # (only a query's caret under the column at fault)
