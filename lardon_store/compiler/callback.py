@@ -31,9 +31,10 @@ def default_callback(path: str) -> tuple[np.ndarray, dict]:
     except ValueError as exc:
         if path.lower().endswith(".npy") and "pickle" not in str(exc):
             raise
+        detail = "" if "pickle" in str(exc) else f" ({exc})"  # (numpy's advice there is to unpickle: never)
         raise InvalidDataError(
-            f"{path}: not a .npy file of numbers (numpy says: {exc}); compile .npy files only (valid_exts=['.npy'], "
-            "--ext .npy), or give a callback that reads this format (--callback audio for sound files, or your own "
+            f"{path}: not a .npy file of numbers{detail}; compile .npy files only (valid_exts=['.npy'], --ext .npy), "
+            "or give a callback that reads this format (--callback audio for sound files, or your own "
             "module:function)."
         ) from None
 
