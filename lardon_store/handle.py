@@ -140,11 +140,6 @@ class StoreHandle:
         with read_errors(catalog_path(self.root)), self.engine.connect() as conn:
             return reads.keys_of(conn, ids, str(self.root), generation)
 
-    def id_of(self, key: str) -> int | None:
-        """The id of the entry whose key is ``key``, or None."""
-        with self.engine.connect() as conn:
-            return reads.id_of(conn, key)
-
     def ids_with_key(self, key: str) -> list[int]:
         """The ids of the rows of every generation still kept whose key is ``key``."""
         with self.engine.connect() as conn:

@@ -61,27 +61,24 @@ class CompileSummary:
 
 @dataclass
 class Plan:
-    """What a compile must do: the sources to run, the source rows to delete, how many are unchanged; and every
-    source file with its (size, mtime_ns) as the scan found it."""
+    """What a compile must do: the sources to run, the source rows to delete, how many are unchanged, and the
+    sources that are known to fail."""
 
     todo: list[tuple[str, str]]  # (relpath, "new" | "changed")
     deleted: list[int]  # source ids
     unchanged: int
-    files: list[str]
-    stats: dict[str, tuple[int, int]]
     known_failures: list[str]  # failed with this callback version, unchanged since: not run again
 
 
 def plan(
     conn: Connection,
     source: Path,
-    scan: Callable[[], dict[str, tuple[int, int]]],
+    stats: dict[str, tuple[int, int]],
     version: str,
     force: bool,
 ) -> Plan:
-    """Classify each source file against the catalog. ``scan()`` gives the (size, mtime_ns) of every source file
-    (``scan_stats``), called once the catalog's rows are read. (A scan on another thread, overlapping that read, made
-    a no-change recompile of 10,000 files slower here: 70 ms against 43, the two threads fighting for the GIL.)"""
+    """Classify each source file against the catalog; ``stats`` is the (size, mtime_ns) of every source file, as
+    ``scan_stats`` found it."""
     # Only small columns for 10,000s of rows, through the driver's cursor (SQLAlchemy's row objects cost more than
     # the query here); the status and version comparison runs in SQL, with the version bound.
     rows = conn.connection.driver_connection.execute(
@@ -89,7 +86,6 @@ def plan(
         "(status = 'failed' AND callback_version = ?) FROM sources",
         (version, version),
     ).fetchall()
-    stats = scan()
     # The common case first: same version, same size and mtime_ns. Such a file is not even opened.
     same_stat = set() if force else {row[0] for row in rows if row[4] and stats.get(row[0]) == (row[2], row[3])}
     # A source that failed with this callback version and has not changed since would fail again: it is reported,
@@ -121,7 +117,7 @@ def plan(
             update(sources).where(sources.c.id == bindparam("sid")).values(mtime_ns=bindparam("mtime")), touched
         )
     deleted = [row[1] for row in rows if row[0] not in stats]
-    return Plan(todo, deleted, unchanged, sorted(stats), stats, known_failures)
+    return Plan(todo, deleted, unchanged, known_failures)
 
 
 def compile_store(
@@ -159,23 +155,25 @@ def compile_store(
         raise FileNotFoundError(f"{src}: the source folder does not exist.")
     version = callback_version if callback_version is not None else callback_fingerprint(callback)
     summary = CompileSummary()
+    # (A scan on another thread, overlapping the opening of the catalog, was measured slower here: a no-change
+    # recompile of 10,000 files took 70 ms against 43, the two threads fighting for the GIL.)
     stats = scan_stats(src, valid_exts, exclude=target, patterns=exclude)
     with store_lock(target):
         store = StoreHandle.create(target)
         try:
             with store.engine.begin() as conn:
-                work = plan(conn, src, lambda: stats, version, force)
+                work = plan(conn, src, stats, version, force)
                 # The catalog's sources have distinct keys already: only a new file can clash.
                 if any(kind == "new" for _, kind in work.todo):
-                    check_keys(work.files)
+                    check_keys(sorted(stats))
         except OperationalError as exc:
             raise catalog_write_error(exc, target) from exc
         summary.unchanged, summary.deleted = work.unchanged, len(work.deleted)
         summary.known_failures = work.known_failures
-        outcomes = run_callbacks(callback, [str(src / rel) for rel, _ in work.todo], workers)
-        paths = [src / rel for rel, _ in work.todo]
+        paths = [str(src / rel) for rel, _ in work.todo]
+        outcomes = run_callbacks(callback, paths, workers)
         # Large sources are hashed on a thread while the callback runs; small ones here (a thread would cost more).
-        large = sum(work.stats[rel][0] for rel, _ in work.todo) >= _BACKGROUND_HASH_BYTES * max(len(paths), 1)
+        large = sum(stats[rel][0] for rel, _ in work.todo) >= _BACKGROUND_HASH_BYTES * max(len(paths), 1)
         hashes = in_background(file_hash, paths) if large else map(file_hash, paths)
         writer = CatalogWriter(store.engine, store.root, max_shard_bytes, "compile")
         writer.retire_sources(work.deleted)  # (committed with the first batch, in its generation)

@@ -21,7 +21,7 @@ from ..errors import InvalidDataError
 __all__ = ["check_keys", "entry_key", "file_hash", "same_content", "scan", "scan_stats"]
 
 
-def file_hash(path: Path) -> str:
+def file_hash(path: str | os.PathLike) -> str:
     """The content hash kept for a source file: ``xxh3:`` and XXH3-128 in hex (about 10 GB/s; it lets other threads
     run while it hashes). A large file is read through a memory map (no copy), a small one with one read."""
     with open(path, "rb", buffering=0) as f:

@@ -214,7 +214,7 @@ class ShardWriter:
                 self._flush_small()
         else:
             self._flush_small()
-            crc = self._queue(self._write, self._file, self._path, offset, pad, data, nbytes)
+            crc = self._queue_write(offset, pad, data)
         self._size = offset + nbytes
         self.dirty[self._path] = self._size
         self.bytes_written += pad + nbytes
@@ -224,12 +224,14 @@ class ShardWriter:
         """Queue the gathered small arrays (they end at ``self._size``)."""
         if self._small:
             block, self._small = memoryview(bytes(self._small)), bytearray()
-            self._queue(self._write, self._file, self._path, self._size - block.nbytes, 0, block, block.nbytes)
+            self._queue_write(self._size - block.nbytes, 0, block)
 
-    def _queue(self, function, *args) -> Future:
-        future = self._submit(function, *args[:-1])
-        self._pending.append((future, args[-1]))
-        self._pending_bytes += args[-1]
+    def _queue_write(self, offset: int, pad: int, data: memoryview) -> Future:
+        """Hand ``data`` (at ``offset`` of the current shard, after ``pad`` zero bytes) to the writer thread; wait
+        for older writes while too many bytes are pending, and settle those already done (raising their errors)."""
+        future = self._submit(self._write, self._file, self._path, offset, pad, data)
+        self._pending.append((future, data.nbytes))
+        self._pending_bytes += data.nbytes
         while self._pending and (self._pending_bytes > MAX_PENDING_BYTES or self._pending[0][0].done()):
             self._settle_one()
         return future

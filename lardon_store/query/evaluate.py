@@ -98,8 +98,9 @@ def warn_unknown_keys(handle: StoreHandle, snap: Snapshot, expr: Expr) -> None:
         with handle.engine.connect() as conn:
             if reads.has_key(conn, key):
                 continue
-            close = difflib.get_close_matches(key, reads.scalar_keys(conn), n=3, cutoff=0.6)
-            close += [k for k in reads.scalar_keys(conn) if k.lower() == key.lower() and k not in close]
+            known = reads.scalar_keys(conn)
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+        close += [k for k in known if k.lower() == key.lower() and k not in close]
         hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else "."
         warnings.warn(
             f"{handle.root}: no entry has the metadata key {key!r}, so a condition on it matches nothing{hint}",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import math
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -66,7 +65,8 @@ class _Parser:
         try:
             tree = ast.parse(self.text.strip(), mode="eval")
         except SyntaxError as exc:
-            if re.search(r"(?<![=!<>])=(?!=)", self.text):
+            line = (self.text.strip().splitlines() or [""])[(exc.lineno or 1) - 1]
+            if exc.offset and line[exc.offset - 1 : exc.offset] == "=":  # (the parser stops at a lone "=")
                 exc.msg = "invalid syntax: to compare, use == (a single = assigns)"
             lineno = exc.lineno or 1
             stripped = self.text.strip().splitlines() or [""]

@@ -39,7 +39,7 @@ def test_look_ups_by_id_and_key(tmp_path):
     handle = StoreHandle(tmp_path / "s")
     columns = handle.load_columns()
     assert handle.keys_of(columns.ids) == ["a", "b"]
-    assert handle.id_of("b") == int(columns.ids[1]) and handle.id_of("zz") is None
+    assert handle.ids_with_key("b") == [int(columns.ids[1])] and handle.ids_with_key("zz") == []
     assert handle.metadata_of(int(columns.ids[0])) == {"x": 1}
     with pytest.raises(ls.GenerationExpiredError, match="reclaimed by gc"):
         handle.metadata_of(10**9)
