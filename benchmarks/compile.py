@@ -176,20 +176,7 @@ def bench_recompile(n: int, work: Path) -> None:
 def bench_parallel(n: int, work: Path) -> None:
     import run
 
-    src = work / "wav"
-    src.mkdir()
-    rng = np.random.default_rng(3)
-    for i in range(n):
-        np.save(src / f"w{i:03d}.npy", rng.standard_normal(16000 * 10).astype(np.float32))
-    times = {0: float("inf"), 2: float("inf")}
-    capacity = run.parallel_capacity()
-    for _round in range(2):
-        for workers in (0, 2):
-            shutil.rmtree(work / f"stft{workers}", ignore_errors=True)
-            t0 = time.perf_counter()
-            lardon_store.compile(src, work / f"stft{workers}", run.stft_callback, workers=workers)
-            times[workers] = min(times[workers], time.perf_counter() - t0)
-    capacity = (capacity + run.parallel_capacity()) / 2
+    times, capacity = run.parallel_times(work, n)
     speedup = times[0] / times[2]
     print(f"parallel compile of {n} files through an STFT callback:")
     row("workers=2 speed-up vs 2-process capacity", f"{speedup:.2f}x", f"capacity {capacity:.2f}x",

@@ -352,7 +352,9 @@ def parallel_capacity() -> float:
     return serial / both
 
 
-def bench_parallel(work: Path, n_files: int) -> None:
+def parallel_times(work: Path, n_files: int) -> tuple[dict[int, float], float]:
+    """Seconds to compile ``n_files`` waveforms through ``stft_callback`` with ``workers`` 0 and 2 (best of two
+    alternating rounds, into ``work/stft0`` and ``work/stft2``), and the 2-process capacity measured around them."""
     src = work / "wav"
     src.mkdir()
     rng = np.random.default_rng(3)
@@ -367,7 +369,11 @@ def bench_parallel(work: Path, n_files: int) -> None:
             t0 = time.perf_counter()
             lardon_store.compile(src, target, stft_callback, workers=workers)
             times[workers] = min(times[workers], time.perf_counter() - t0)
-    capacity = (capacity + parallel_capacity()) / 2
+    return times, (capacity + parallel_capacity()) / 2
+
+
+def bench_parallel(work: Path, n_files: int) -> None:
+    times, capacity = parallel_times(work, n_files)
     a, b = lardon_store.open(work / "stft0"), lardon_store.open(work / "stft2")
     assert a.keys == b.keys and all(np.array_equal(a[i], b[i]) for i in range(len(a)))
     row(f"STFT compile, {n_files} files: workers=2 vs 0", f"{times[2]:,.2f} s", f"workers=0 {times[0]:,.2f} s",
