@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "CorruptStoreError",
     "EntryNotFoundError",
+    "FieldError",
     "GenerationExpiredError",
     "GenerationNotFoundError",
     "IncompatibleSchemaError",
@@ -44,6 +45,10 @@ class EntryNotFoundError(LardonStoreError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class FieldError(LardonStoreError, LookupError):
+    """A field that the entries do not have, or a read that needs one field named (``sel.field(name)``)."""
 
 
 class CorruptStoreError(LardonStoreError):

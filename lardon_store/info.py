@@ -12,7 +12,9 @@ __all__ = ["Generation", "StoreInfo"]
 
 @dataclass(frozen=True, slots=True)
 class StoreInfo:
-    """A store's summary: entries, bytes, dtypes, shape ranges per ndim, metadata keys, shards, failed sources."""
+    """A store's summary: entries, bytes, dtypes, shape ranges per ndim, metadata keys, shards, failed sources; for
+    entries with named fields, the shape ranges of each field (``fields``; ``dtypes`` then counts ``"field:
+    dtype"``) and the alignment spec."""
 
     root: str
     revision: str | None
@@ -25,6 +27,8 @@ class StoreInfo:
     shard_bytes: int
     failed_sources: list[dict[str, str]] = field(default_factory=list)  # {"path": ..., "error": ...}
     generation: int = 0
+    fields: dict[str, dict[int, tuple[list[int], list[int]]]] = field(default_factory=dict)  # named fields' ranges
+    alignment: dict[str, tuple[int, int]] = field(default_factory=dict)  # field -> (axis, rate)
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as plain JSON-ready values (``lardon-store info --json``)."""
@@ -38,12 +42,23 @@ class StoreInfo:
             "dtypes     " + ", ".join(f"{d}: {n:,}" for d, n in sorted(self.dtypes.items())),
         ]
         for nd, (lo, hi) in sorted(self.shape_ranges.items()):
-            dims = ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in zip(lo, hi))
-            lines.append(f"shapes     {nd}-d: ({dims})")
+            lines.append(f"shapes     {nd}-d: ({_dims(lo, hi)})")
+        for name, ranges in self.fields.items():
+            shapes = "; ".join(f"({_dims(lo, hi)})" for _, (lo, hi) in sorted(ranges.items()))
+            aligned = (
+                f", time axis {self.alignment[name][0]}, {self.alignment[name][1]} per step"
+                if name in self.alignment
+                else ""
+            )
+            lines.append(f"field      {name}: {shapes}{aligned}")
         lines.append("metadata   " + (", ".join(self.metadata_keys) or "(none)"))
         for failure in self.failed_sources:
             lines.append(f"FAILED     {failure['path']}: {failure['error']}")
         return "\n".join(lines)
+
+
+def _dims(lo: list[int], hi: list[int]) -> str:
+    return ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in zip(lo, hi))
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,8 @@ from .catalog.schema import entries
 from .compiler.callback import Callback, default_callback
 from .compiler.pipeline import CompileSummary, compile_store
 from .errors import LardonStoreError, ReadOnlyStoreError
+from .format.columns import Columns
+from .format.fields import DEFAULT_TOLERANCE
 from .format.layout import DEFAULT_MAX_SHARD_BYTES
 from .handle import StoreHandle
 from .info import Generation, StoreInfo
@@ -210,6 +212,35 @@ class Store(StoreHandle):
         """The first ``n`` entries in key order."""
         return self.all().limit(n)
 
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The names of the entries' fields, sorted (``()`` for a store of bare arrays)."""
+        return self.all().fields
+
+    def field(self, name: str) -> Selection:
+        """The Selection of field ``name`` of every entry (see ``Selection.field``)."""
+        return self.all().field(name)
+
+    @property
+    def alignment(self) -> dict[str, tuple[int, int]]:
+        """The store's alignment spec: ``{field: (axis, rate)}`` (empty when it has none)."""
+        return self.all().alignment
+
+    @property
+    def steps(self) -> np.ndarray:
+        """Each entry's aligned length in steps (see ``Selection.steps``)."""
+        return self.all().steps
+
+    def crop(self, i: int, start: int, length: int) -> dict[str, np.ndarray]:
+        """The aligned window of ``length`` steps from ``start`` of entry ``i`` (see ``Selection.crop``)."""
+        return self.all().crop(i, start, length)
+
+    def random_crop(
+        self, i: int, length: int, rng: np.random.Generator | None = None, pad: bool = False
+    ) -> dict[str, np.ndarray]:
+        """An aligned crop of ``length`` steps of entry ``i`` at a random start (see ``Selection.random_crop``)."""
+        return self.all().random_crop(i, length, rng, pad)
+
     def metadata_columns(self, keys: list[str]) -> dict[str, np.ndarray]:
         """One numpy array of values per metadata key over every entry (see ``Selection.metadata_columns``)."""
         return self.all().metadata_columns(keys)
@@ -231,15 +262,13 @@ class Store(StoreHandle):
         """A summary: entries, bytes, dtypes, shape ranges per ndim, metadata keys, shards, failed sources."""
         with read_errors(catalog_path(self.root)), self.engine.connect() as conn:
             counts = summary(conn)
-        c = self.all().columns
-        ranges: dict[int, tuple[list[int], list[int]]] = {}
-        for nd in np.unique(c.ndim).tolist():
-            rows = c.dims[c.ndim == nd, :nd]
-            ranges[nd] = (rows.min(axis=0).tolist(), rows.max(axis=0).tolist())
+        everything = self.all()
+        ranges = {name: _shape_ranges(everything.entry_columns.part(name)) for name in everything.entry_columns.names}
         failed = [{"path": p, "error": e} for p, e in counts.pop("failed_sources")]
         return StoreInfo(
-            root=str(self.root), revision=self.revision(), shape_ranges=ranges, failed_sources=failed, **counts
-        )
+            root=str(self.root), revision=self.revision(), shape_ranges=ranges.pop("", {}), failed_sources=failed,
+            fields=ranges, alignment=everything.alignment, **counts,
+        )  # fmt: skip
 
     def gc(self, keep_seconds: float = DEFAULT_KEEP_SECONDS, keep_generations: int = 0) -> int:
         """Reclaim the bytes no generation inside the retention can reach (see ``gc_store``); return the bytes freed.
@@ -256,6 +285,15 @@ class Store(StoreHandle):
     def verify(self) -> VerifyReport:
         """Check every shard and entry checksum; return a VerifyReport naming damaged entries and sources."""
         return verify_store(self.root)
+
+
+def _shape_ranges(c: Columns) -> dict[int, tuple[list[int], list[int]]]:
+    """Per ndim present, the (min, max) size of each axis of the arrays of ``c``."""
+    ranges = {}
+    for nd in np.unique(c.ndim).tolist():
+        rows = c.dims[c.ndim == nd, :nd]
+        ranges[nd] = (rows.min(axis=0).tolist(), rows.max(axis=0).tolist())
+    return ranges
 
 
 def open_store(path: str | os.PathLike, readonly: bool = True, immutable: bool = False) -> Store:
@@ -287,10 +325,15 @@ def compile(  # noqa: A001 - the public name, as in the seed project
     progress: Callable[[int, int], None] | None = None,
     workers: int = 0,
     exclude: Sequence[str] = (),
+    align: dict[str, tuple[int, int]] | None = None,
+    align_tolerance: int = DEFAULT_TOLERANCE,
 ) -> Store:
     """Compile the files of ``source`` into the store at ``target`` and return it (read-only, holding no lock).
 
-    ``callback(path)`` returns ``(array, metadata_dict)`` or a list of such pairs. On an existing store only new and
+    ``callback(path)`` returns ``(array, metadata_dict)`` or a list of such pairs; ``(dict_of_arrays, metadata)``
+    gives entries with named fields, and ``align={field: (axis, rate)}`` lines their time axes up (``steps``,
+    ``crop``; an entry whose aligned fields differ by more than ``align_tolerance`` steps is refused). On an
+    existing store only new and
     changed sources run it, deleted ones are removed; ``force=True`` redoes everything, and so does a new
     ``callback_version`` (by default a fingerprint of the callback's code). ``on_error="skip"`` records a failing
     source in the catalog and goes on; the default raises CallbackError.
@@ -302,7 +345,8 @@ def compile(  # noqa: A001 - the public name, as in the seed project
     """
     summary = compile_store(
         source, target, callback, valid_exts, force=force, callback_version=callback_version, on_error=on_error,
-        max_shard_bytes=max_shard_bytes, progress=progress, workers=workers, exclude=exclude,
+        max_shard_bytes=max_shard_bytes, progress=progress, workers=workers, exclude=exclude, align=align,
+        align_tolerance=align_tolerance,
     )  # fmt: skip
     store = Store(target, readonly=True)
     store.last_compile = summary

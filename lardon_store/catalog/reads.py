@@ -18,10 +18,11 @@ from sqlalchemy import Connection, Select, func, literal, select
 
 from ..errors import CorruptStoreError, GenerationExpiredError
 from ..format.codecs import parse_ints
-from ..format.columns import Columns, IdLookup, build_columns, columns_from_texts
+from ..format.columns import EntryColumns, IdLookup, build_columns, columns_from_texts
+from ..format.fields import ALIGN_KEY, FIELDS_KEY, Alignment, align_from_json, fields_from_json
 from ..format.layout import NEXT_SHARD_KEY
 from ..format.metadata import from_json
-from .schema import entries, generations, meta_values, shards, sources, store_info
+from .schema import arrays, entries, generations, meta_values, shards, sources, store_info
 
 __all__ = [
     "current_generation",
@@ -35,6 +36,7 @@ __all__ = [
     "key_type_counts",
     "keys_of",
     "keys_with_prefix",
+    "has_arrays",
     "has_key",
     "scalar_keys",
     "load_columns",
@@ -43,16 +45,18 @@ __all__ = [
     "query_plan",
     "rows_of",
     "shard_rows",
+    "store_alignment",
+    "store_fields",
     "store_value",
     "summary",
     "value_counts",
 ]
 
-_ENTRY_COLUMNS = (entries.c.id, entries.c.key, entries.c.shard_id, entries.c.offset, entries.c.nbytes,
-                  entries.c.dtype, entries.c.shape)  # fmt: skip
+_ENTRY_COLUMNS = (entries.c.id, entries.c.key, arrays.c.shard_id, arrays.c.offset, arrays.c.nbytes,
+                  arrays.c.dtype, arrays.c.shape)  # fmt: skip
 _COLUMN_TEXTS = (
-    "SELECT count(*), group_concat(id), group_concat(shard_id), group_concat(offset), group_concat(nbytes), "
-    "group_concat(dtype, char(0)), group_concat(shape, char(0)) FROM entries"
+    "SELECT count(*), group_concat(entry_id), group_concat(shard_id), group_concat(offset), group_concat(nbytes), "
+    "group_concat(dtype, char(0)), group_concat(shape, char(0)) FROM arrays WHERE field = ?"
 )
 _IDS_IN_KEY_ORDER = "SELECT id FROM entries ORDER BY key, id"
 _LIVES = "SELECT count(*), group_concat(id), group_concat(born), group_concat(coalesce(died, 0)) FROM entries"
@@ -66,29 +70,67 @@ def shard_rows(conn: Connection) -> dict[int, tuple[str, int]]:
     return {sid: (path, size) for sid, path, size in conn.execute(select(shards))}
 
 
+def has_arrays(conn: Connection) -> bool:
+    """Whether any array row exists (of any generation)."""
+    return conn.execute(select(literal(1)).select_from(arrays).limit(1)).first() is not None
+
+
+def store_fields(conn: Connection, where: str) -> tuple[str, ...]:
+    """The store's field names, sorted (``("",)`` for a store of bare arrays, or before the first write)."""
+    return fields_from_json(store_value(conn, FIELDS_KEY), where)
+
+
+def store_alignment(conn: Connection, where: str) -> Alignment:
+    """The store's alignment spec (empty when none was given)."""
+    return align_from_json(store_value(conn, ALIGN_KEY), where)
+
+
 def load_columns(
     conn: Connection, where: str, condition: Any = None, *, order_by: Any = None, limit: int | None = None
-) -> Columns:
-    """The validated columns of the entry rows matching an SQLAlchemy ``condition`` (every row, of every
-    generation, when None), in (key, id) order unless ``order_by``; CorruptStoreError naming ``where`` and the
-    entry at fault for a damaged row."""
+) -> EntryColumns:
+    """The validated columns of every field of the entry rows matching an SQLAlchemy ``condition`` on ``entries``
+    (every row, of every generation, when None), in (key, id) order unless ``order_by``; CorruptStoreError naming
+    ``where`` and the entry at fault for a damaged row, or for an entry that lacks one of the store's fields."""
     shard_map = shard_rows(conn)
-    if condition is None and order_by is None and limit is None:
-        # Every entry: each column read as one text, checked whole (a second per million entries instead of
-        # four); a catalog that fails any check is read again row by row below, to name the row at fault.
-        columns = columns_from_texts(tuple(conn.exec_driver_sql(_COLUMN_TEXTS).one()), shard_map)
-        if columns is not None:
-            in_key_order = np.fromiter(conn.connection.driver_connection.execute(_IDS_IN_KEY_ORDER), _ID)["id"]
-            found, at = IdLookup(columns.ids).find(in_key_order)
-            if len(at) == len(columns.ids) and found.all():
-                return columns.take(at)
-    query = select(*_ENTRY_COLUMNS)
-    if condition is not None:
-        query = query.where(condition)
-    query = query.order_by(*(order_by if order_by is not None else [entries.c.key, entries.c.id]))
-    if limit is not None:
-        query = query.limit(limit)
-    return build_columns(conn.execute(query).all(), shard_map, where)
+    names = store_fields(conn, where)
+    parts = []
+    in_key_order = None
+    for name in names:
+        columns = None
+        if condition is None and order_by is None and limit is None:
+            # Every entry: each column read as one text, checked whole (a second per million entries instead of
+            # four); a catalog that fails any check is read again row by row below, to name the row at fault.
+            columns = columns_from_texts(tuple(conn.exec_driver_sql(_COLUMN_TEXTS, (name,)).one()), shard_map)
+            if columns is not None:
+                if in_key_order is None:
+                    raw = conn.connection.driver_connection
+                    in_key_order = np.fromiter(raw.execute(_IDS_IN_KEY_ORDER), _ID)["id"]
+                found, at = IdLookup(columns.ids).find(in_key_order)
+                columns = columns.take(at) if len(at) == len(columns.ids) and found.all() else None
+        if columns is None:
+            query = select(*_ENTRY_COLUMNS).select_from(entries.join(arrays, arrays.c.entry_id == entries.c.id))
+            query = query.where(arrays.c.field == name)
+            if condition is not None:
+                query = query.where(condition)
+            query = query.order_by(*(order_by if order_by is not None else [entries.c.key, entries.c.id]))
+            if limit is not None:
+                query = query.limit(limit)
+            columns = build_columns(conn.execute(query).all(), shard_map, where)
+        if parts and not np.array_equal(columns.ids, parts[0].ids):
+            raise _missing_field(conn, where, names, parts[0].ids, columns.ids)
+        parts.append(columns)
+    return EntryColumns(names, tuple(parts), store_alignment(conn, where))
+
+
+def _missing_field(conn: Connection, where: str, names: tuple[str, ...], a: np.ndarray, b: np.ndarray):
+    """The error for entries that do not hold a row for every field of the store."""
+    odd = sorted(set(a.tolist()) ^ set(b.tolist())) or [int(a[np.flatnonzero(a != b)[0]])]
+    key = conn.execute(select(entries.c.key).where(entries.c.id == odd[0])).scalar()
+    have = [f for (f,) in conn.execute(select(arrays.c.field).where(arrays.c.entry_id == odd[0]))]
+    return CorruptStoreError(
+        f"{where}: entry {key!r} has arrays for fields {have}, but the store's fields are {list(names)}: run "
+        "`lardon-store verify`, then recompile its source."
+    )
 
 
 def entry_lives(conn: Connection, ids: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -186,23 +228,25 @@ def rows_of(conn: Connection, ids: list[int]) -> dict[int, tuple[str, str]]:
 
 
 def entries_by_shard(conn: Connection) -> tuple[dict[int, tuple[str, int]], list]:
-    """Every shard (id -> (path, committed size)), and every entry row (of every generation still kept) with its
-    source path, in shard order: what verify checks and gc copies."""
+    """Every shard (id -> (path, committed size)), and every array row (of every generation still kept) with its
+    entry's key, generations and source path, in shard order: what verify checks and gc copies."""
     rows = conn.execute(
         select(
             entries.c.id,
             entries.c.key,
-            entries.c.shard_id,
-            entries.c.offset,
-            entries.c.nbytes,
-            entries.c.dtype,
-            entries.c.shape,
-            entries.c.checksum,
+            arrays.c.field,
+            arrays.c.shard_id,
+            arrays.c.offset,
+            arrays.c.nbytes,
+            arrays.c.dtype,
+            arrays.c.shape,
+            arrays.c.checksum,
             entries.c.died,
             sources.c.path,
         )  # fmt: skip
+        .select_from(arrays.join(entries, arrays.c.entry_id == entries.c.id))
         .outerjoin(sources, entries.c.source_id == sources.c.id)
-        .order_by(entries.c.shard_id, entries.c.offset)
+        .order_by(arrays.c.shard_id, arrays.c.offset)
     ).all()
     return shard_rows(conn), rows
 
@@ -216,8 +260,19 @@ def next_shard_floor(conn: Connection) -> int:
 def summary(conn: Connection) -> dict[str, Any]:
     """The counts ``Store.info`` reports of the live entries: entries, bytes, dtypes, metadata keys, shards, failed
     sources, generation."""
-    n, nbytes = conn.execute(select(func.count(), func.coalesce(func.sum(entries.c.nbytes), 0)).where(_LIVE)).one()
-    dtypes = dict(conn.execute(select(entries.c.dtype, func.count()).where(_LIVE).group_by(entries.c.dtype)).all())
+    n = conn.execute(select(func.count()).where(_LIVE)).scalar()
+    live_arrays = arrays.join(entries, arrays.c.entry_id == entries.c.id)
+    nbytes = conn.execute(
+        select(func.coalesce(func.sum(arrays.c.nbytes), 0)).select_from(live_arrays).where(_LIVE)
+    ).scalar()
+    dtypes = {}
+    for name, dtype, count in conn.execute(
+        select(arrays.c.field, arrays.c.dtype, func.count())
+        .select_from(live_arrays)
+        .where(_LIVE)
+        .group_by(arrays.c.field, arrays.c.dtype)
+    ):
+        dtypes[f"{name}: {dtype}" if name else dtype] = count
     live_ids = select(entries.c.id).where(_LIVE)
     keys = [
         k

@@ -21,7 +21,7 @@ from sqlalchemy import (
     text,
 )
 
-__all__ = ["entries", "generations", "meta_values", "metadata", "shards", "sources", "store_info"]
+__all__ = ["arrays", "entries", "generations", "meta_values", "metadata", "shards", "sources", "store_info"]
 
 metadata = MetaData()
 
@@ -65,20 +65,14 @@ generations = Table(
     Column("token", String, nullable=False),  # random: tells apart two histories that share a generation number
 )
 
-# Versioned: a row lives from generation `born` until `died` (NULL while live); its content never changes (gc
-# only moves its bytes). Ids come from store_info.next_entry_id and are never reused.
+# Versioned: a row lives from generation `born` until `died` (NULL while live); its content never changes. Ids come
+# from store_info.next_entry_id and are never reused.
 entries = Table(
     "entries",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("key", String, nullable=False, index=True),
     Column("source_id", Integer, ForeignKey("sources.id", ondelete="SET NULL"), nullable=True, index=True),
-    Column("shard_id", Integer, ForeignKey("shards.id"), nullable=False, index=True),
-    Column("offset", BigInteger, nullable=False),
-    Column("nbytes", BigInteger, nullable=False),
-    Column("dtype", String, nullable=False),
-    Column("shape", String, nullable=False),
-    Column("checksum", String, nullable=False),
     Column("metadata", Text, nullable=False),
     Column("born", Integer, nullable=False),
     Column("died", Integer, nullable=True),  # (no index: NULL for nearly every row, it would only mislead the planner)
@@ -89,6 +83,21 @@ entries = Table(
         sqlite_where=text("died IS NULL"),
         postgresql_where=text("died IS NULL"),
     ),
+)
+
+# One row per field of each entry (the field "" for a store of bare arrays): where its bytes are and what they are.
+# Only gc changes a row, to move its bytes (shard_id, offset) to a new shard.
+arrays = Table(
+    "arrays",
+    metadata,
+    Column("entry_id", Integer, ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True),
+    Column("field", String, primary_key=True),
+    Column("shard_id", Integer, ForeignKey("shards.id"), nullable=False, index=True),
+    Column("offset", BigInteger, nullable=False),
+    Column("nbytes", BigInteger, nullable=False),
+    Column("dtype", String, nullable=False),
+    Column("shape", String, nullable=False),
+    Column("checksum", String, nullable=False),
 )
 
 # One row per scalar metadata value, so that filters run on B-tree indexes: `num` holds ints and floats, `text`

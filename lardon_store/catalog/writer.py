@@ -15,6 +15,7 @@ generations stay readable until gc's retention lets them go. Keys are unique amo
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -27,12 +28,13 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..errors import InvalidDataError, StoreWriteError
 from ..format.codecs import shape_to_text
+from ..format.fields import ALIGN_KEY, FIELDS_KEY, UNNAMED, Alignment, fields_to_json
 from ..format.layout import DEFAULT_MAX_SHARD_BYTES
 from ..format.metadata import scalar_rows, to_json
 from ..io.crash import crash_point
 from ..io.shards import ShardWriter
 from .engine import catalog_path
-from .reads import current_generation, next_shard_floor, shard_rows, store_value
+from .reads import current_generation, has_arrays, next_shard_floor, shard_rows, store_value
 from .schema import entries, generations, shards, sources, store_info
 
 __all__ = [
@@ -50,9 +52,10 @@ __all__ = [
     "set_store_value",
 ]
 
-_INSERT_ENTRIES = (
-    'INSERT INTO entries (id, "key", source_id, shard_id, "offset", nbytes, dtype, shape, checksum, metadata, born) '
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_ENTRIES = 'INSERT INTO entries (id, "key", source_id, metadata, born) VALUES (?, ?, ?, ?, ?)'
+_INSERT_ARRAYS = (
+    'INSERT INTO arrays (entry_id, field, shard_id, "offset", nbytes, dtype, shape, checksum) '
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_META_VALUES = 'INSERT INTO meta_values (entry_id, "key", type, num, text) VALUES (?, ?, ?, ?, ?)'
 BATCH_BYTES = 64 << 20
@@ -81,6 +84,12 @@ class CatalogWriter:
         with engine.connect() as conn:
             known = shard_rows(conn)
             floor = next_shard_floor(conn)
+            recorded = store_value(conn, FIELDS_KEY)
+            self.fields: tuple[str, ...] | None = (
+                tuple(json.loads(recorded)) if recorded else (UNNAMED,) if has_arrays(conn) else None
+            )
+        self._record_fields = False
+        self.alignment: Alignment | None = None  # recorded with the next commit when set
         self.shard_ids = {path: sid for sid, (path, _) in known.items()}
         self.writer = ShardWriter(
             root, {path: size for path, size in known.values()}, max_shard_bytes, min_number=floor
@@ -97,40 +106,41 @@ class CatalogWriter:
         """Remove these sources (and retire their entries) at the next ``commit``."""
         self.retired_sources += list(source_ids)
 
-    def add(self, source_row: dict | None, items: list[tuple[str, np.ndarray, dict]]) -> None:
-        """Append the items' bytes now; their rows (and ``source_row``) wait for the next ``commit``."""
+    def check_fields(self, names: tuple[str, ...], where: str) -> None:
+        """InvalidDataError naming ``where`` unless an entry with fields ``names`` (sorted) fits this store: every
+        entry of a store has the same fields (the first entry written decides them)."""
+        if self.fields is None:
+            self.fields, self._record_fields = names, True
+        elif names != self.fields:
+            raise InvalidDataError(
+                f"{where}: the callback returned {_describe(names)}, but this store's entries have "
+                f"{_describe(self.fields)}: every entry of a store has the same fields. Return them all, or compile "
+                "into a new store."
+            )
+
+    def add(self, source_row: dict | None, items: list[tuple[str, np.ndarray | dict[str, np.ndarray], dict]]) -> None:
+        """Append the items' bytes now; their rows (and ``source_row``) wait for the next ``commit``. An item is
+        ``(key, array or {field: array}, metadata)``."""
         source_path = source_row["path"] if source_row else ""
+        for key, data, _ in items:
+            self.check_fields(tuple(sorted(data)) if isinstance(data, dict) else (UNNAMED,), source_path or key)
         if source_row is not None:
             self.pending_sources.append(source_row)
-        for key, array, md in items:
-            shard_path, offset, nbytes, crc = self.writer.append(array)
-            row = {
-                "key": key,
-                "shard_path": shard_path,
-                "offset": offset,
-                "nbytes": nbytes,
-                "dtype": array.dtype.str,
-                "shape": shape_to_text(array.shape),
-                "checksum": crc,
-                "metadata": to_json(md),
-            }
-            self.pending_entries.append((source_path, row, md))
-            self.pending_bytes += nbytes
+        for key, data, md in items:
+            fields = sorted(data.items()) if isinstance(data, dict) else [(UNNAMED, data)]
+            placed = []
+            for name, array in fields:
+                shard_path, offset, nbytes, crc = self.writer.append(array)
+                placed.append((name, shard_path, offset, nbytes, array.dtype.str, shape_to_text(array.shape), crc))
+                self.pending_bytes += nbytes
+            self.pending_entries.append((source_path, {"key": key, "arrays": placed, "metadata": to_json(md)}, md))
 
     def add_existing(self, key: str, relpath: str, size: int, dtype: np.dtype, shape: tuple, crc: str, md: dict):
         """Reference a whole file already inside the store (a legacy lardon file) as the bytes of entry ``key``."""
+        self.check_fields((UNNAMED,), key)
         self.existing_shards[relpath] = size
-        row = {
-            "key": key,
-            "shard_path": relpath,
-            "offset": 0,
-            "nbytes": size,
-            "dtype": dtype.str,
-            "shape": shape_to_text(shape),
-            "checksum": crc,
-            "metadata": to_json(md),
-        }
-        self.pending_entries.append(("", row, md))
+        placed = [(UNNAMED, relpath, 0, size, dtype.str, shape_to_text(shape), crc)]
+        self.pending_entries.append(("", {"key": key, "arrays": placed, "metadata": to_json(md)}, md))
 
     def full(self) -> bool:
         """Whether the pending batch is large enough to commit."""
@@ -162,6 +172,7 @@ class CatalogWriter:
             raise catalog_write_error(exc, self.root) from exc
         self.entries_written += len(self.pending_entries)
         self.pending_sources, self.pending_entries, self.pending_bytes = [], [], 0
+        self._record_fields, self.alignment = False, None
         self.existing_shards, self.retired_sources = {}, []
         self.generations.append(generation)
         return generation
@@ -186,21 +197,24 @@ class CatalogWriter:
                 self.pending_sources,
             )
             source_ids = {path: sid for sid, path in returned}
+        if self._record_fields:
+            set_store_value(conn, FIELDS_KEY, fields_to_json(self.fields))
+        if self.alignment is not None:
+            set_store_value(conn, ALIGN_KEY, self.alignment.to_json())
         if not self.pending_entries:
             return 0, retired
         ids = allocate_ids(conn, len(self.pending_entries))
-        values = []
+        values, placed = [], []
         for eid, (source_path, row, _) in zip(ids, self.pending_entries):
-            crc = row["checksum"]
-            values.append((
-                eid, row["key"], source_ids.get(source_path), self.shard_ids[row["shard_path"]], row["offset"],
-                row["nbytes"], row["dtype"], row["shape"], crc.result() if isinstance(crc, Future) else crc,
-                row["metadata"], generation,
-            ))  # fmt: skip
+            values.append((eid, row["key"], source_ids.get(source_path), row["metadata"], generation))
+            for name, shard_path, offset, nbytes, dtype, shape, crc in row["arrays"]:
+                crc = crc.result() if isinstance(crc, Future) else crc
+                placed.append((eid, name, self.shard_ids[shard_path], offset, nbytes, dtype, shape, crc))
         try:
             conn.exec_driver_sql(_INSERT_ENTRIES, values)  # (the driver's executemany: a few µs a row)
         except IntegrityError:
             raise self._duplicate_key_error(conn) from None
+        conn.exec_driver_sql(_INSERT_ARRAYS, placed)
         rows = [(eid, *value) for eid, (_, _, md) in zip(ids, self.pending_entries) for value in scalar_rows(md)]
         if rows:
             conn.exec_driver_sql(_INSERT_META_VALUES, rows)
@@ -224,6 +238,10 @@ class CatalogWriter:
     def close(self) -> None:
         """Close the shard being written (rows not committed are dropped; their bytes stay for gc)."""
         self.writer.close()
+
+
+def _describe(names: tuple[str, ...]) -> str:
+    return "bare arrays" if names == (UNNAMED,) else "fields " + ", ".join(map(repr, names))
 
 
 def next_generation(conn: Connection) -> int:

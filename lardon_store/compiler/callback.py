@@ -1,8 +1,9 @@
 """What a compile callback is and returns: the default callback, its version fingerprint, and result checks.
 
-A callback maps a source path to ``(array, metadata)`` or a list of such pairs (several entries per source, keyed
-``<key>#0``, ``<key>#1``...). Its version (by default a fingerprint of its code) is stored with each source, so that
-a new version recompiles every source.
+A callback maps a source path to ``(data, metadata)`` or a list of such pairs (several entries per source, keyed
+``<key>#0``, ``<key>#1``...). ``data`` is an array (a store of bare arrays) or a dict ``{field: array}`` of named,
+aligned fields (see ``format/fields.py``). Its version (by default a fingerprint of its code) is stored with each
+source, so that a new version recompiles every source.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from ..errors import InvalidDataError
 from ..format.codecs import dtype_to_descr
+from ..format.fields import Alignment, check_field_name
 from ..format.metadata import normalize
 
 __all__ = ["Callback", "callback_fingerprint", "default_callback", "prepare", "split_result"]
@@ -74,12 +76,12 @@ def split_result(result: Any, where: str) -> list[tuple[str, np.ndarray, dict]]:
     )
 
 
-def prepare(array: Any, metadata: Any, where: str) -> tuple[np.ndarray, dict]:
-    """A storable (array, metadata) pair, or InvalidDataError naming ``where``."""
+def _array(array: Any, where: str) -> np.ndarray:
+    """``array`` as a storable ndarray, or InvalidDataError naming ``where``."""
     if isinstance(array, np.ma.MaskedArray):
         raise InvalidDataError(
             f"{where}: the callback returned a masked array: a store keeps no mask. Return array.filled(value), and "
-            "the mask as another entry or in the metadata."
+            "the mask as another field or in the metadata."
         )
     if not isinstance(array, np.ndarray):
         if isinstance(array, np.generic) or isinstance(array, (int, float, bool, complex, list)):
@@ -89,4 +91,24 @@ def prepare(array: Any, metadata: Any, where: str) -> tuple[np.ndarray, dict]:
                 f"{where}: the callback returned {type(array).__name__} as data; return a numpy array."
             )
     dtype_to_descr(array.dtype, where)
-    return array, normalize(metadata, where)
+    return array
+
+
+def prepare(
+    data: Any, metadata: Any, where: str, alignment: Alignment | None = None
+) -> tuple[np.ndarray | dict[str, np.ndarray], dict]:
+    """A storable ``(data, metadata)`` pair, or InvalidDataError naming ``where``: ``data`` an array, or a dict of
+    field names to arrays whose aligned fields (``alignment``) agree on their length."""
+    if not isinstance(data, dict):
+        if alignment:
+            raise InvalidDataError(
+                f"{where}: the callback returned a bare array, but the compile aligns fields "
+                f"({', '.join(map(repr, sorted(alignment.rates)))}): return a dict {{field: array}}."
+            )
+        return _array(data, where), normalize(metadata, where)
+    if not data:
+        raise InvalidDataError(f"{where}: the callback returned an empty dict of fields; return at least one array.")
+    fields = {check_field_name(name, where): _array(a, f"{where} field {name!r}") for name, a in sorted(data.items())}
+    if alignment:
+        alignment.steps({name: a.shape for name, a in fields.items()}, where)
+    return fields, normalize(metadata, where)

@@ -19,9 +19,11 @@ from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import OperationalError
 
 from ..catalog.engine import checkpoint
+from ..catalog.reads import has_arrays, store_alignment
 from ..catalog.schema import sources
 from ..catalog.writer import CatalogWriter, catalog_write_error
 from ..errors import CallbackError, InvalidDataError
+from ..format.fields import DEFAULT_TOLERANCE, UNNAMED, Alignment, parse_align
 from ..format.layout import DEFAULT_MAX_SHARD_BYTES
 from ..handle import StoreHandle
 from ..io.lock import store_lock
@@ -120,6 +122,20 @@ def plan(
     return Plan(todo, deleted, unchanged, known_failures)
 
 
+def _realign_message(target: Path, recorded: Alignment, given: Alignment) -> str:
+    was = (
+        f"align={ {f: (recorded.axes[f], recorded.rates[f]) for f in sorted(recorded.rates)} }"
+        if recorded
+        else "no align"
+    )
+    return (
+        f"{target}: this store was compiled with {was} (tolerance {recorded.tolerance}); this compile gives "
+        f"align={ {f: (given.axes[f], given.rates[f]) for f in sorted(given.rates)} } (tolerance {given.tolerance}). "
+        "Older generations keep the alignment they were written with, so it cannot change: give the same align "
+        "(or none, to use the recorded one), or compile into a new store."
+    )
+
+
 def compile_store(
     source: str | os.PathLike,
     target: str | os.PathLike,
@@ -133,6 +149,8 @@ def compile_store(
     progress: Callable[[int, int], None] | None = None,
     workers: int = 0,
     exclude: Sequence[str] = (),
+    align: dict[str, tuple[int, int]] | None = None,
+    align_tolerance: int = DEFAULT_TOLERANCE,
 ) -> CompileSummary:
     """Compile the files of ``source`` into the store at ``target`` (created if missing); return what was done.
 
@@ -145,6 +163,8 @@ def compile_store(
     ``exclude`` globs (``"*.tmp"``, ``"drafts/*"``) leave out the sources whose relative path matches: as if they
     were absent (their entries are removed). A source that failed and has not changed since is not run again: it
     is reported in ``known_failures`` and raises nothing (change it, or pass ``force=True``, to run it again).
+    ``align={field: (axis, rate)}`` lines up the time axes of the fields a dict-returning callback makes (see
+    ``format/fields.py``); it is recorded with the store and used again when a later compile gives none.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
@@ -154,6 +174,7 @@ def compile_store(
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: the source folder does not exist.")
     version = callback_version if callback_version is not None else callback_fingerprint(callback)
+    alignment = parse_align(align, align_tolerance)
     summary = CompileSummary()
     # (A scan on another thread, overlapping the opening of the catalog, was measured slower here: a no-change
     # recompile of 10,000 files took 70 ms against 43, the two threads fighting for the GIL.)
@@ -163,6 +184,9 @@ def compile_store(
         try:
             with store.engine.begin() as conn:
                 work = plan(conn, src, stats, version, force)
+                recorded = store_alignment(conn, str(target))
+                if align is not None and alignment != recorded and has_arrays(conn):
+                    raise InvalidDataError(_realign_message(target, recorded, alignment))
                 # The catalog's sources have distinct keys already: only a new file can clash.
                 if any(kind == "new" for _, kind in work.todo):
                     check_keys(sorted(stats))
@@ -176,6 +200,9 @@ def compile_store(
         large = sum(stats[rel][0] for rel, _ in work.todo) >= _BACKGROUND_HASH_BYTES * max(len(paths), 1)
         hashes = in_background(file_hash, paths) if large else map(file_hash, paths)
         writer = CatalogWriter(store.engine, store.root, max_shard_bytes, "compile")
+        if align is not None and alignment != recorded:
+            writer.alignment = alignment  # (recorded with the first batch)
+        alignment = alignment if align is not None else recorded
         writer.retire_sources(work.deleted)  # (committed with the first batch, in its generation)
         try:
             for done, (rel, kind) in enumerate(work.todo):
@@ -200,10 +227,12 @@ def compile_store(
                             "compiled before it are kept; fix the file or the callback and compile again, or pass "
                             "on_error='skip'."
                         ) from exc
-                    items = [
-                        (entry_key(rel) + suffix, *prepare(arr, md, f"{path}{suffix and ' item ' + suffix[1:]}"))
-                        for suffix, arr, md in split_result(result, str(path))
-                    ]
+                    items = []
+                    for suffix, data, md in split_result(result, str(path)):
+                        where = f"{path}{suffix and ' item ' + suffix[1:]}"
+                        data, md = prepare(data, md, where, alignment)
+                        writer.check_fields(tuple(data) if isinstance(data, dict) else (UNNAMED,), where)
+                        items.append((entry_key(rel) + suffix, data, md))
                 except (CallbackError, InvalidDataError) as exc:
                     if on_error == "raise":
                         writer.commit()  # the sources before this one are complete: keep them

@@ -23,9 +23,20 @@ import numpy as np
 
 from ..errors import CorruptStoreError
 from .codecs import descr_to_dtype, parse_ints
+from .fields import UNNAMED, Alignment
 from .layout import ALIGNMENT, MAX_NBYTES, MAX_NDIM
 
-__all__ = ["Columns", "IdLookup", "build_columns", "check_arrays", "check_row", "columns_from_texts", "parse_shape"]
+__all__ = [
+    "Columns",
+    "EntryColumns",
+    "IdLookup",
+    "build_columns",
+    "check_arrays",
+    "check_row",
+    "columns_from_texts",
+    "parse_shape",
+    "single",
+]
 
 
 def parse_shape(text: Any) -> Any:
@@ -100,6 +111,50 @@ class Columns:
             self.shard_sizes,
             self.dtypes,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class EntryColumns:
+    """The columns of a set of entries with all their fields: one ``Columns`` per field (``names``, sorted; a
+    store of bare arrays has the one field ``""``), every one in the same entry order, and the store's alignment."""
+
+    names: tuple[str, ...]
+    parts: tuple[Columns, ...]
+    alignment: Alignment
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.parts[0].ids
+
+    def __len__(self) -> int:
+        return len(self.parts[0].ids)
+
+    @property
+    def named(self) -> bool:
+        """Whether the fields have names (then an entry reads as a dict of arrays)."""
+        return self.names != (UNNAMED,)
+
+    def part(self, name: str) -> Columns:
+        """The columns of field ``name``."""
+        return self.parts[self.names.index(name)]
+
+    def take(self, positions: np.ndarray) -> EntryColumns:
+        return EntryColumns(self.names, tuple(p.take(positions) for p in self.parts), self.alignment)
+
+    def steps(self) -> np.ndarray:
+        """Each entry's length in steps (int64): the minimum over the aligned fields of ``shape[axis] // rate``."""
+        a = self.alignment
+        out = np.full(len(self), np.iinfo(np.int64).max, np.int64)
+        for name in a.rates:
+            c = self.part(name)
+            axis = np.where(a.axes[name] < 0, c.ndim.astype(np.int64) + a.axes[name], a.axes[name])
+            out = np.minimum(out, c.dims[np.arange(len(c.ids)), axis] // a.rates[name])
+        return out
+
+
+def single(columns: Columns) -> EntryColumns:
+    """The EntryColumns of a store of bare arrays (one unnamed field)."""
+    return EntryColumns((UNNAMED,), (columns,), Alignment({}, {}))
 
 
 class IdLookup:

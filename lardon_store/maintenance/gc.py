@@ -29,10 +29,11 @@ from sqlalchemy.exc import OperationalError
 
 from ..catalog.engine import checkpoint
 from ..catalog.reads import entries_by_shard, history, next_shard_floor, store_value
-from ..catalog.schema import entries, shards
+from ..catalog.schema import arrays, entries, shards
 from ..catalog.writer import catalog_write_error, next_generation, record_generation, set_store_value
 from ..errors import CorruptStoreError
 from ..format.codecs import checksum_matches
+from ..format.fields import array_name
 from ..format.layout import BLOBS_DIR, DEFAULT_MAX_SHARD_BYTES, NEXT_SHARD_KEY, packed_size
 from ..handle import StoreHandle
 from ..io.crash import crash_point
@@ -98,7 +99,7 @@ def gc_store(
             before = int(store_value(conn, "oldest_generation") or 1)
             times = [(g, datetime.fromisoformat(t)) for g, t, *_ in history(conn)]
         oldest = oldest_kept(times, datetime.now(UTC), keep_seconds, keep_generations, before)
-        expired = [row.id for row in rows if row.died is not None and row.died <= oldest]
+        expired = sorted({row.id for row in rows if row.died is not None and row.died <= oldest})
         kept = [row for row in rows if row.died is None or row.died > oldest]
         on_disk = shard_files_on_disk(root)
         known = {spath for spath, _ in shard_rows.values()}
@@ -125,14 +126,14 @@ def gc_store(
                         f.seek(row.offset)
                         data = f.read(row.nbytes)
                         if len(data) != row.nbytes or not checksum_matches(data, row.checksum):
-                            where = f"entry {row.key!r}" + (f" (source {row.path!r})" if row.path else "")
+                            where = array_name(row.key, row.field) + (f" (source {row.path!r})" if row.path else "")
                             raise CorruptStoreError(
                                 f"{root / spath}: the bytes of {where} do not match its checksum; gc stopped and "
                                 "changed nothing. Run `lardon-store verify` and recompile the damaged sources."
                             )
                         new_path, offset, _, _ = writer.append(data)
                         created.add(new_path)
-                        moved.append((row.id, new_path, offset))
+                        moved.append((row.id, row.field, new_path, offset))
             crash_point("gc_before_sync")
             new_sizes = writer.sync()
         except BaseException:
@@ -151,10 +152,10 @@ def gc_store(
                     new_ids[spath] = conn.execute(insert(shards).values(path=spath, size=size)).inserted_primary_key[0]
                 if moved:
                     conn.execute(
-                        update(entries)
-                        .where(entries.c.id == bindparam("eid"))
+                        update(arrays)
+                        .where(arrays.c.entry_id == bindparam("eid"), arrays.c.field == bindparam("name"))
                         .values(shard_id=bindparam("sid"), offset=bindparam("off")),
-                        [{"eid": eid, "sid": new_ids[spath], "off": off} for eid, spath, off in moved],
+                        [{"eid": e, "name": f, "sid": new_ids[spath], "off": off} for e, f, spath, off in moved],
                     )
                 for i in range(0, len(rewrite), _CHUNK):
                     conn.execute(delete(shards).where(shards.c.id.in_(rewrite[i : i + _CHUNK])))

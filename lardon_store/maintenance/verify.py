@@ -28,13 +28,14 @@ __all__ = ["Damage", "VerifyReport", "verify_store"]
 
 @dataclass(frozen=True, slots=True)
 class Damage:
-    """One damaged entry row: its key, its source file (None for registered data), what is wrong, and whether it
-    is live (False: a row kept only for older generations)."""
+    """One damaged array: its entry's key, its source file (None for registered data), what is wrong, whether it
+    is live (False: a row kept only for older generations), and its field (``""`` for a bare array)."""
 
     key: str
     source: str | None
     reason: str
     live: bool = True
+    field: str = ""
 
 
 @dataclass
@@ -43,6 +44,7 @@ class VerifyReport:
 
     root: str
     entries_checked: int = 0
+    arrays_checked: int = 0  # one per field of each entry
     shards_checked: int = 0
     bytes_checked: int = 0
     catalog_problems: list[str] = field(default_factory=list)
@@ -57,7 +59,8 @@ class VerifyReport:
 
     @property
     def damaged_keys(self) -> list[str]:
-        return [d.key for d in self.damaged]
+        """The keys of the damaged entries, each once, in the order found."""
+        return list(dict.fromkeys(d.key for d in self.damaged))
 
     @property
     def damaged_sources(self) -> list[str]:
@@ -67,14 +70,17 @@ class VerifyReport:
 
     def __str__(self) -> str:
         lines = [
-            f"{self.root}: {self.entries_checked:,} entries in {self.shards_checked} shard(s) checked "
+            f"{self.root}: {self.entries_checked:,} entries"
+            f"{f' ({self.arrays_checked:,} arrays)' if self.arrays_checked != self.entries_checked else ''} in "
+            f"{self.shards_checked} shard(s) checked "
             f"({self.bytes_checked / 1e6:,.1f} MB); {self.reclaimable_bytes:,} bytes reclaimable by gc, "
             f"{self.retired_bytes:,} bytes of older generations kept",
         ]
         lines += [f"CATALOG    {p}" for p in self.catalog_problems]
         lines += [f"SHARD      {p}" for p in self.shard_problems]
         lines += [
-            f"DAMAGED    {d.key} (source {d.source or '-'}{'' if d.live else ', older generation'}): {d.reason}"
+            f"DAMAGED    {d.key}{' field ' + d.field if d.field else ''} (source {d.source or '-'}"
+            f"{'' if d.live else ', older generation'}): {d.reason}"
             for d in self.damaged
         ]
         if self.damaged_sources:
@@ -142,12 +148,12 @@ def verify_store(path: str | os.PathLike) -> VerifyReport:
     )
     handle, handle_sid = None, None
     try:
+        report.entries_checked = len({row.id for row in rows})
         for row in rows:
-            report.entries_checked += 1
+            report.arrays_checked += 1
             if row.shard_id not in files:
-                report.damaged.append(
-                    Damage(row.key, row.path, f"its shard (id {row.shard_id}) is missing or invalid", row.died is None)
-                )
+                reason = f"its shard (id {row.shard_id}) is missing or invalid"
+                report.damaged.append(Damage(row.key, row.path, reason, row.died is None, row.field))
                 continue
             file, real = files[row.shard_id]
             problem = _row_problem(row, file, real)
@@ -162,7 +168,7 @@ def verify_store(path: str | os.PathLike) -> VerifyReport:
                 if not checksum_matches(data, row.checksum):
                     problem = f"checksum {checksum(data)} != {row.checksum} in {file} at offset {row.offset}"
             if problem is not None:
-                report.damaged.append(Damage(row.key, row.path, problem, row.died is None))
+                report.damaged.append(Damage(row.key, row.path, problem, row.died is None, row.field))
     finally:
         if handle is not None:
             handle.close()

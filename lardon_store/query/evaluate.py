@@ -1,7 +1,7 @@
 """Query evaluation: conditions and metadata look-ups answered as positions, columns and values, never Selections.
 
 Each function takes a store handle and, where it narrows or reorders a set of entries, that set's entry ids; it
-returns what the selection layer needs to build its result (``Columns`` of the matching entries with the generation
+returns what the selection layer needs to build its result (``EntryColumns`` of the matching entries with the generation
 they are pinned to, positions into the given ids, or one array of values per key). Conditions run on the query
 snapshot (``snapshot.py``), which holds every entry row gc has kept: an entry row's content never changes, so a
 selection pinned to an older generation is answered from the same snapshot. Ids gc has reclaimed raise
@@ -22,7 +22,7 @@ from sqlalchemy import select
 from ..catalog import reads
 from ..catalog.schema import entries
 from ..errors import GenerationExpiredError, GenerationNotFoundError, QueryError, UnknownKeyWarning
-from ..format.columns import Columns
+from ..format.columns import EntryColumns
 from ..format.metadata import BOOL, FLOAT, INT, MISSING, NULL, STR, TYPE_CODES
 from ..handle import StoreHandle
 from .expressions import Expr, check_key, kind
@@ -53,7 +53,7 @@ def expired(handle: StoreHandle, generation: int, oldest: int) -> GenerationExpi
     )
 
 
-def live_columns(handle: StoreHandle) -> tuple[Columns, int]:
+def live_columns(handle: StoreHandle) -> tuple[EntryColumns, int]:
     """The columns of the live entries, in key order, and the latest generation they belong to (the snapshot's own
     arrays when every row is live: no copy)."""
     snap = snapshot_of(handle)
@@ -61,7 +61,7 @@ def live_columns(handle: StoreHandle) -> tuple[Columns, int]:
     return (snap.columns if len(live) == len(snap) else snap.columns.take(live)), snap.generation
 
 
-def columns_at(handle: StoreHandle, generation: int) -> Columns:
+def columns_at(handle: StoreHandle, generation: int) -> EntryColumns:
     """The columns of the entries alive at ``generation``, in key order."""
     snap = snapshot_of(handle)
     if isinstance(generation, bool) or not isinstance(generation, (int, np.integer)):
@@ -84,7 +84,7 @@ def _positions(handle: StoreHandle, snap: Snapshot, ids: np.ndarray, generation:
     return pos
 
 
-def columns_of_ids(handle: StoreHandle, ids: np.ndarray, generation: int) -> Columns:
+def columns_of_ids(handle: StoreHandle, ids: np.ndarray, generation: int) -> EntryColumns:
     """The columns of entry rows ``ids``, in that order, as read now (their bytes may have moved since)."""
     snap = snapshot_of(handle)
     return snap.columns.take(_positions(handle, snap, np.asarray(ids, np.int64), generation))
@@ -109,7 +109,7 @@ def warn_unknown_keys(handle: StoreHandle, snap: Snapshot, expr: Expr) -> None:
         )
 
 
-def matching_columns(handle: StoreHandle, expr: Expr) -> tuple[Columns, int]:
+def matching_columns(handle: StoreHandle, expr: Expr) -> tuple[EntryColumns, int]:
     """The columns of the live entries matching ``expr``, in key order, and their generation."""
     snap = snapshot_of(handle, expr.keys())
     warn_unknown_keys(handle, snap, expr)

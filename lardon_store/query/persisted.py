@@ -6,9 +6,10 @@ In ``<store>/snapshot/``, one set per store id and generation, named with the st
 first 16 hex digits of the generation's random token (the set of an older generation is removed when a new one is
 written):
 
-- ``<store_id>-g<generation>-<token>.entries.npz``: the snapshot's entry columns (``ids``, ``shard``, ``offset``,
-  ``nbytes``, ``dtype``, ``ndim``, ``dims``, ``born``, ``died``), the shard table (``shard_paths``, ``shard_sizes``),
-  the dtype strings (``descrs``) and ``header`` = ``[store_id, generation, token]``;
+- ``<store_id>-g<generation>-<token>.fields.npz``: the snapshot's entry columns (``ids``, ``born``, ``died``), the
+  field names (``names``), for the field at position ``j`` its columns (``j.shard``, ``j.offset``, ``j.nbytes``,
+  ``j.dtype``, ``j.ndim``, ``j.dims``) and dtype strings (``j.descrs``), the shard table (``shard_paths``,
+  ``shard_sizes``) and ``header`` = ``[store_id, generation, token]``;
 - ``<store_id>-g<generation>-<token>.key-<key>.npz``: one metadata key's columns (``type``, ``num``, ``rank``), its
   sorted distinct strings as one UTF-8 blob (``text_bytes``) and their end offsets (``text_ends``).
 
@@ -37,13 +38,14 @@ import numpy as np
 
 from ..errors import CorruptStoreError
 from ..format.codecs import descr_to_dtype
-from ..format.columns import Columns, check_arrays
+from ..format.columns import Columns, EntryColumns, check_arrays
+from ..format.fields import Alignment
 from ..format.layout import SNAPSHOT_DIR
 from ..format.metadata import MISSING, NULL, STR
 
 __all__ = ["load_entries", "load_key", "save_entries", "save_key"]
 
-_ENTRY_ARRAYS = ("ids", "shard", "offset", "nbytes", "dtype", "ndim", "dims", "born", "died")
+_FIELD_ARRAYS = ("shard", "offset", "nbytes", "dtype", "ndim", "dims", "descrs")
 _SAFE_NAME = re.compile(r"[0-9a-f]{1,64}")
 
 
@@ -88,32 +90,46 @@ def _write(root: Path, name: str, arrays: dict[str, np.ndarray], keep_prefix: st
 
 
 def save_entries(
-    root: Path, store_id: str, generation: int, token: str, columns: Columns, born: np.ndarray, died: np.ndarray
+    root: Path, store_id: str, generation: int, token: str, columns: EntryColumns, born: np.ndarray, died: np.ndarray
 ) -> None:
     """Keep the entry columns of ``store_id`` at ``generation`` (whose token is ``token``) on disk (best effort)."""
     prefix = _prefix(store_id, generation, token)
     if prefix is None:
         return
-    arrays = {name: getattr(columns, name) for name in _ENTRY_ARRAYS if name not in ("born", "died")}
-    arrays.update(
-        born=born,
-        died=died,
-        shard_paths=np.array(columns.shard_paths, dtype=str).reshape(-1),
-        shard_sizes=columns.shard_sizes,
-        descrs=np.array([d.str for d in columns.dtypes], dtype=str).reshape(-1),
-        header=np.array([store_id, str(int(generation)), token]),
-    )
-    _write(root, f"{prefix}.entries.npz", arrays, prefix)
+    first = columns.parts[0]
+    arrays = {
+        "ids": columns.ids,
+        "born": born,
+        "died": died,
+        "names": np.array(columns.names, dtype=str).reshape(-1),
+        "shard_paths": np.array(first.shard_paths, dtype=str).reshape(-1),
+        "shard_sizes": first.shard_sizes,
+        "header": np.array([store_id, str(int(generation)), token]),
+    }
+    for j, part in enumerate(columns.parts):
+        arrays.update({f"{j}.{name}": getattr(part, name) for name in _FIELD_ARRAYS if name != "descrs"})
+        arrays[f"{j}.descrs"] = np.array([d.str for d in part.dtypes], dtype=str).reshape(-1)
+    _write(root, f"{prefix}.fields.npz", arrays, prefix)
 
 
 def load_entries(
-    root: Path, store_id: str, generation: int, token: str, shards: dict[int, tuple[str, int]]
-) -> tuple[Columns, np.ndarray, np.ndarray] | None:
+    root: Path,
+    store_id: str,
+    generation: int,
+    token: str,
+    shards: dict[int, tuple[str, int]],
+    names: tuple[str, ...],
+    alignment: Alignment,
+) -> tuple[EntryColumns, np.ndarray, np.ndarray] | None:
     """The kept entry columns, born and died of ``store_id`` at ``generation`` (whose token is ``token``), checked
-    against the catalog's shard table ``shards``; None when there are none or they fail a check."""
+    against the catalog's shard table ``shards`` and field ``names``; None when there are none or they fail a
+    check."""
     prefix = _prefix(store_id, generation, token)
-    data = _read(_folder(root) / f"{prefix}.entries.npz") if prefix else None
-    if data is None or not {*_ENTRY_ARRAYS, "shard_paths", "shard_sizes", "descrs", "header"} <= data.keys():
+    data = _read(_folder(root) / f"{prefix}.fields.npz") if prefix else None
+    wanted = {"ids", "born", "died", "names", "shard_paths", "shard_sizes", "header"}
+    if data is None or not wanted <= data.keys() or data["names"].tolist() != list(names):
+        return None
+    if not {f"{j}.{name}" for j in range(len(names)) for name in _FIELD_ARRAYS} <= data.keys():
         return None
     if data["header"].tolist() != [store_id, str(int(generation)), token]:
         return None
@@ -122,26 +138,28 @@ def load_entries(
         return None
     if data["shard_sizes"].tolist() != [shards[s][1] for s in shard_ids]:
         return None
-    try:
-        dtypes = tuple(descr_to_dtype(str(d), "") for d in data["descrs"].tolist())
-    except CorruptStoreError:
-        return None
-    try:
-        columns = Columns(
-            data["ids"], data["shard"], data["offset"], data["nbytes"], data["dtype"], data["ndim"], data["dims"],
-            tuple(data["shard_paths"].tolist()), data["shard_sizes"], dtypes,
-        )  # fmt: skip
-    except (TypeError, ValueError):
-        return None
+    parts = []
+    for j in range(len(names)):
+        try:
+            dtypes = tuple(descr_to_dtype(str(d), "") for d in data[f"{j}.descrs"].tolist())
+            part = Columns(
+                data["ids"], *(data[f"{j}.{name}"] for name in _FIELD_ARRAYS[:-1]),
+                tuple(data["shard_paths"].tolist()), data["shard_sizes"], dtypes,
+            )  # fmt: skip
+        except (CorruptStoreError, TypeError, ValueError):
+            return None
+        if not check_arrays(part):
+            return None
+        parts.append(part)
     born, died = data["born"], data["died"]
-    n = len(columns.ids)
-    if not check_arrays(columns) or born.shape != (n,) or died.shape != (n,):
+    n = len(data["ids"])
+    if born.shape != (n,) or died.shape != (n,):
         return None
     if born.dtype != np.int64 or died.dtype != np.int64 or (born < 1).any() or (died < 0).any():
         return None
     if ((died > 0) & (died <= born)).any() or (born > generation).any() or (died > generation).any():
         return None
-    return columns, born, died
+    return EntryColumns(names, tuple(parts), alignment), born, died
 
 
 def save_key(root: Path, store_id: str, generation: int, token: str, key: str, columns) -> None:

@@ -33,10 +33,19 @@ import numpy as np
 from sqlalchemy import Connection
 
 from ..catalog.engine import catalog_path, read_errors
-from ..catalog.reads import current_generation, entry_lives, generation_token, load_columns, shard_rows, store_value
+from ..catalog.reads import (
+    current_generation,
+    entry_lives,
+    generation_token,
+    load_columns,
+    shard_rows,
+    store_alignment,
+    store_fields,
+    store_value,
+)
 from ..errors import CorruptStoreError, StoreNotFoundError
 from ..format.codecs import parse_ints
-from ..format.columns import Columns, IdLookup
+from ..format.columns import EntryColumns, IdLookup
 from ..format.metadata import BOOL, FLOAT, INT, STR, TYPE_CODES
 from ..handle import StoreHandle
 from . import persisted
@@ -94,7 +103,7 @@ class Snapshot:
     generation: int  # the store's latest generation
     oldest: int  # the oldest generation gc kept: rows alive at any generation from it on are here
     store_id: str
-    columns: Columns
+    columns: EntryColumns
     born: np.ndarray  # int64, per row: the generation that added it
     died: np.ndarray  # int64, per row: the generation that removed it, 0 while live
     keys: dict[str, KeyColumns] = field(default_factory=dict)
@@ -311,12 +320,18 @@ def _load(conn: Connection, version: int, root: Path, use_kept: bool) -> Snapsho
     oldest = int(store_value(conn, "oldest_generation") or 1)
     store_id = store_value(conn, "store_id") or ""
     token = generation_token(conn, generation)
-    kept = persisted.load_entries(root, store_id, generation, token, shard_rows(conn)) if use_kept else None
+    where = str(root)
+    names, alignment = store_fields(conn, where), store_alignment(conn, where)
+    kept = (
+        persisted.load_entries(root, store_id, generation, token, shard_rows(conn), names, alignment)
+        if use_kept
+        else None
+    )
     if kept is not None:
         columns, born, died = kept
     else:
-        columns = load_columns(conn, str(root))
-        born, died = entry_lives(conn, columns.ids, str(root))
+        columns = load_columns(conn, where)
+        born, died = entry_lives(conn, columns.ids, where)
         persisted.save_entries(root, store_id, generation, token, columns, born, died)
     kept_in = root if use_kept else None
     return Snapshot(version, generation, oldest, store_id, columns, born, died, token=token, kept_in=kept_in)

@@ -3,6 +3,11 @@
 A Selection holds its entries as numpy columns (ids, shard, offset, nbytes, dtype code, shape), never one Python
 object per entry, so a million-entry selection costs a few arrays. Reading entry ``i`` places an ndarray on the
 shard's memory map and lets numpy index it; only the touched bytes are copied out.
+
+Fields: in a store whose entries have named fields (a callback that returned ``{field: array}``), a Selection
+reads whole entries as dicts of arrays, and ``sel.field(name)`` is the Selection of one field, with every feature
+of a list of arrays. With an alignment spec (``format/fields.py``), ``crop`` and ``random_crop`` read the windows
+of every field that line up at step ``start``, each placed on its memory map: only those bytes are touched.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from ..catalog.reads import rows_of
-from ..errors import CorruptStoreError, EntryNotFoundError, ShardMissingError
-from ..format.columns import Columns
+from ..errors import CorruptStoreError, EntryNotFoundError, FieldError, ShardMissingError
+from ..format.columns import Columns, EntryColumns, single
+from ..format.fields import UNNAMED, field_axis
 from ..handle import StoreHandle
 from ..query.evaluate import columns_of_ids, metadata_columns, order_positions, refine_positions
 from ..query.expressions import Expr
@@ -36,6 +42,8 @@ class Selection:
 
     ``sel[i]`` reads entry ``i``; ``sel[i, ...idx]`` reads only ``entry[idx]``; ``sel[a:b]``, ``sel[[i, j]]`` and
     boolean or integer arrays read several entries, combined by ``batch_mode`` (``"list"``, ``"pad"``, ``"crop"``).
+    When the entries have named fields, ``sel[i]`` is a dict of whole arrays and ``sel.field(name)`` the list of
+    one field's arrays.
 
     The lardon-style options: ``dtype`` converts each item read; ``return_metadata`` makes an item ``(data,
     metadata)``; ``return_indices`` appends the index actually read (randslice draws included), so ``sel[index]``
@@ -46,7 +54,7 @@ class Selection:
     def __init__(
         self,
         store: StoreHandle,
-        columns: Columns,
+        columns: EntryColumns | Columns,
         batch_mode: str = "list",
         batch_args: dict[str, Any] | None = None,
         seed: int | None = None,
@@ -57,9 +65,16 @@ class Selection:
         *,
         generation: int,
         query: str | None = None,
+        field: str | None = None,
     ):
         self._store = store
-        self._columns = columns
+        self._entries = columns if isinstance(columns, EntryColumns) else single(columns)
+        if field is None and not self._entries.named:
+            field = UNNAMED
+        if field is not None and field not in self._entries.names:
+            raise self._no_field(field)
+        self._field = field
+        self._columns = self._entries.part(field if field is not None else self._entries.names[0])
         self._generation = int(generation)
         self._query = query
         self.batch_mode = check_mode(batch_mode)
@@ -114,8 +129,136 @@ class Selection:
 
     @property
     def columns(self) -> Columns:
-        """The entries' catalog columns (read-only numpy arrays: ids, shard, offset, nbytes, dtype, ndim, dims)."""
+        """The catalog columns of the field this selection reads (read-only numpy arrays: ids, shard, offset,
+        nbytes, dtype, ndim, dims); of the first field when it reads whole entries of several fields."""
         return self._columns
+
+    @property
+    def entry_columns(self) -> EntryColumns:
+        """The catalog columns of every field of the entries, and the store's alignment."""
+        return self._entries
+
+    # --- fields and aligned crops ---------------------------------------------------------------------------
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The names of the entries' fields, sorted (``()`` for entries that are bare arrays)."""
+        return self._entries.names if self._entries.named else ()
+
+    def _no_field(self, name: Any) -> FieldError:
+        if not self._entries.named:
+            return FieldError(
+                f"{self._store.root}: the entries are bare arrays, with no named fields (asked for {name!r}): index "
+                "the selection directly."
+            )
+        return FieldError(
+            f"{self._store.root}: no field {name!r}; the entries have fields {', '.join(map(repr, self.fields))}."
+        )
+
+    def field(self, name: str) -> Selection:
+        """The Selection of field ``name`` of these entries: a list of arrays with every feature of one (indexing,
+        batching, randslice, scatter, transforms), at the same generation."""
+        if not self._entries.named or name not in self._entries.names:
+            raise self._no_field(name)
+        return Selection(self._store, self._entries, **{**self.options(), "field": name}, generation=self._generation)
+
+    def one_field_error(self, what: str) -> FieldError:
+        """The error for ``what``, which needs one field of entries that have several."""
+        return FieldError(
+            f"{what} needs one field: the entries have fields {', '.join(map(repr, self.fields))}; use "
+            f"sel.field(name){what.removeprefix('sel')}, e.g. sel.field({self.fields[0]!r})."
+        )
+
+    @property
+    def field_name(self) -> str | None:
+        """The field this selection reads (``""`` for bare arrays), or None when it reads whole entries of named
+        fields (as dicts)."""
+        return self._field
+
+    def _check_one_field(self, what: str) -> None:
+        if self._field is None:
+            raise self.one_field_error(what)
+
+    @property
+    def alignment(self) -> dict[str, tuple[int, int]]:
+        """The store's alignment spec: ``{field: (axis, rate)}`` (empty when the store has none)."""
+        a = self._entries.alignment
+        return {f: (a.axes[f], a.rates[f]) for f in sorted(a.rates)}
+
+    @property
+    def steps(self) -> np.ndarray:
+        """Each entry's aligned length in steps (int64): the minimum over the aligned fields of
+        ``shape[axis] // rate``."""
+        if not self._entries.alignment:
+            raise FieldError(
+                f"{self._store.root}: the store has no alignment spec, so its entries have no steps: compile with "
+                "align={field: (axis, rate)}."
+            )
+        return self._entries.steps()
+
+    def crop(self, i: int, start: int, length: int) -> dict[str, np.ndarray]:
+        """The window of ``length`` steps from step ``start`` of entry ``i``: each aligned field's samples
+        ``[start * rate, (start + length) * rate)`` on its time axis (other axes whole), each other field whole.
+        IndexError when the window is not inside the entry's steps."""
+        steps = self.steps
+        i = self._position(i)
+        for name, value in (("start", start), ("length", length)):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"crop {name} must be an int, not {type(value).__name__}")
+        start, length = int(start), int(length)
+        if start < 0 or length < 0 or start + length > steps[i]:
+            raise IndexError(
+                f"entry {self._key(i)!r}: crop [{start}, {start + length}) is outside its {int(steps[i])} steps."
+            )
+        return self._window(i, start, length, length)
+
+    def random_crop(
+        self, i: int, length: int, rng: np.random.Generator | None = None, pad: bool = False
+    ) -> dict[str, np.ndarray]:
+        """A crop of ``length`` steps of entry ``i`` from a start drawn uniformly by ``rng`` (by default the
+        selection's generator, see ``rng()``). An entry shorter than ``length`` steps raises IndexError naming it,
+        unless ``pad=True``: then its whole aligned length is read and each aligned field is padded with zeros at
+        the end of its time axis to ``length * rate`` samples."""
+        i = self._position(i)
+        n = int(self.steps[i])
+        length = int(length)
+        if n < length:
+            if not pad:
+                raise IndexError(
+                    f"entry {self._key(i)!r} has {n} steps, fewer than the crop's {length}: select longer entries "
+                    "(sel.where(...)), or pass pad=True to pad it with zeros."
+                )
+            return self._window(i, 0, n, length)
+        start = int((rng if rng is not None else self.rng()).integers(0, n - length + 1))
+        return self._window(i, start, length, length)
+
+    def _window(self, i: int, start: int, length: int, padded: int) -> dict[str, np.ndarray]:
+        """Each field of entry ``i``: the aligned ones cut to ``length`` steps from ``start`` and zero-padded to
+        ``padded`` steps, the others whole."""
+        a = self._entries.alignment
+        out = {}
+        for name in self._entries.names:
+            x = self._view(name)._mapped(i)
+            if name in a.rates:
+                axis, rate = field_axis(a.axes[name], x.ndim), a.rates[name]
+                cut = (slice(None),) * axis + (slice(start * rate, (start + length) * rate),)
+                x = x[cut]
+                if padded > length:
+                    widths = [(0, 0)] * x.ndim
+                    widths[axis] = (0, (padded - length) * rate)
+                    out[name] = np.pad(x, widths).astype(self._dtype or x.dtype, copy=False)
+                    continue
+            out[name] = np.array(x, dtype=self._dtype) if self._dtype is not None else x.copy()
+        return out
+
+    def _view(self, name: str) -> Selection:
+        """The selection of field ``name`` (kept: crops read it for every entry)."""
+        views = self.__dict__.setdefault("_views", {})
+        if name not in views:
+            views[name] = self if name == self._field else self.field(name)
+        return views[name]
+
+    def _key(self, i: int) -> str:
+        return self._store.keys_of(self._columns.ids[i : i + 1], self._generation)[0]
 
     @property
     def ids(self) -> np.ndarray:
@@ -129,6 +272,7 @@ class Selection:
 
     def shape_of(self, i: int) -> tuple[int, ...]:
         """The stored shape of entry ``i``."""
+        self._check_one_field("sel.shape_of(i)")
         i = self._position(i)
         return tuple(self._columns.dims[i, : self._columns.ndim[i]].tolist())
 
@@ -142,12 +286,14 @@ class Selection:
 
     def dtype_of(self, i: int) -> np.dtype:
         """The stored dtype of entry ``i``."""
+        self._check_one_field("sel.dtype_of(i)")
         return self._columns.dtypes[self._columns.dtype[self._position(i)]]
 
     @property
     def nbytes(self) -> int:
-        """Bytes of array data the selection covers."""
-        return int(self._columns.nbytes.sum())
+        """Bytes of array data the selection covers (of every field, when it reads whole entries)."""
+        parts = self._entries.parts if self._field is None else (self._columns,)
+        return sum(int(c.nbytes.sum()) for c in parts)
 
     def metadata(self, i: int) -> dict[str, Any]:
         """The metadata dict of entry ``i``."""
@@ -165,9 +311,9 @@ class Selection:
         if isinstance(positions, (int, np.integer)) and not isinstance(positions, (bool, np.bool_)):
             return self.entry(positions)
         positions = np.arange(len(self))[positions]
-        return self._derive(self._columns.take(np.atleast_1d(positions)))
+        return self._derive(self._entries.take(np.atleast_1d(positions)))
 
-    def _derive(self, columns: Columns) -> Selection:
+    def _derive(self, columns: EntryColumns) -> Selection:
         return Selection(self._store, columns, **self.options(), generation=self._generation)
 
     def options(self) -> dict[str, Any]:
@@ -180,11 +326,13 @@ class Selection:
             "return_metadata": self.return_metadata,
             "return_indices": self.return_indices,
             "transforms": self._transforms,
+            "field": self._field,
         }
 
     # --- the list view of the seed project (shape, dtype, transforms, scatter) --------------------------------
     def _item_ranges(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """Per ndim present, the (min, max) stored size of each axis of the items."""
+        self._check_one_field("sel.shape")
         return shape_ranges(self._columns.ndim, self._columns.dims)
 
     @property
@@ -202,6 +350,7 @@ class Selection:
         """The dtype items are read as: the ``dtype`` option when given, else numpy's common type of the entries."""
         if self._dtype is not None:
             return self._dtype
+        self._check_one_field("sel.dtype")
         codes = np.unique(self._columns.dtype).tolist()
         if not codes:
             return np.dtype(np.float64)
@@ -263,6 +412,7 @@ class Selection:
     def show(self, i: int | str):
         """A matplotlib Figure of entry ``i`` (a position or a key): a line, an image with a colour bar, or a grid
         of slices (see ``pictures.py``); ``fig.savefig("x.png")`` writes it. Needs the ``plot`` extra."""
+        self._check_one_field("sel.show(i)")
         entry = self.by_key(i) if isinstance(i, str) else self.entry(i)
         return entry_figure(entry.key, np.asarray(entry), entry.metadata)
 
@@ -274,15 +424,21 @@ class Selection:
         return distribution_figure(key, np.asarray(values, dtype=object), what)
 
     def rows(self) -> list[dict[str, Any]]:
-        """``{"key", "shape", "dtype", "metadata"}`` for each entry, in order (what ``lardon-store ls`` prints)."""
+        """``{"key", "shape", "dtype", "metadata"}`` for each entry, in order (what ``lardon-store ls`` prints);
+        entries with named fields have ``"fields": {name: {"shape", "dtype"}}`` instead of shape and dtype."""
         ids = self.ids.tolist()
         with self._store.engine.connect() as conn:
             found = rows_of(conn, ids)
+        views = [(name, self._view(name)) for name in self.fields] if self._field is None else []
         out = []
         for pos, eid in enumerate(ids):
             key, md = found[eid]
-            out.append({"key": key, "shape": list(self.shape_of(pos)), "dtype": self.dtype_of(pos).str,
-                        "metadata": json.loads(md)})  # fmt: skip
+            if views:
+                described = {"fields": {n: {"shape": list(v.shape_of(pos)), "dtype": v.dtype_of(pos).str}
+                                        for n, v in views}}  # fmt: skip
+            else:
+                described = {"shape": list(self.shape_of(pos)), "dtype": self.dtype_of(pos).str}
+            out.append({"key": key, **described, "metadata": json.loads(md)})
         return out
 
     # --- reading --------------------------------------------------------------------------------------------
@@ -332,7 +488,8 @@ class Selection:
         """This selection's columns read again by id: an entry's bytes never change, but gc moves them to new
         shards. GenerationExpiredError when gc reclaimed them; CorruptStoreError when entry ``i``'s shard is still
         missing."""
-        columns = columns_of_ids(self._store, self._columns.ids, self._generation)
+        entries = columns_of_ids(self._store, self._columns.ids, self._generation)
+        columns = entries.part(self._field if self._field is not None else entries.names[0])
         s = columns.shard[i]
         if columns.shard_paths[s] == self._columns.shard_paths[self._columns.shard[i]]:
             key = self._store.keys_of(columns.ids[i : i + 1])[0]
@@ -340,7 +497,7 @@ class Selection:
                 f"entry {key!r}: {self._store.root / columns.shard_paths[s]}: shard file is missing; run "
                 "`lardon-store verify`."
             )
-        self._columns = columns
+        self._entries, self._columns = entries, columns
         return columns
 
     def _read_item(self, i: int, index: tuple) -> tuple[np.ndarray, tuple]:
@@ -367,7 +524,12 @@ class Selection:
         return self._read_item(i, index)[0]
 
     def _item(self, i: int, index: tuple):
-        x, used = self._read_item(i, index)
+        if self._field is None:
+            if index:
+                raise self.one_field_error("sel[i, ...]")
+            x, used = {name: self._view(name)._read(i, ()) for name in self._entries.names}, ()
+        else:
+            x, used = self._read_item(i, index)
         if not (self.return_metadata or self.return_indices):
             return x
         out = (x,)
@@ -386,6 +548,8 @@ class Selection:
         if isinstance(first, (slice, list, np.ndarray)):
             positions = np.arange(len(self))[first]
             items = [self._item(int(p), rest) for p in np.atleast_1d(positions)]
+            if self._field is None and self.batch_mode != "list":
+                raise self.one_field_error(f"batch_mode={self.batch_mode!r}")
             if not (self.return_metadata or self.return_indices):
                 return batch(items, self.batch_mode, self.batch_args)
             columns = list(zip(*items)) if items else [[]] * (1 + self.return_metadata + self.return_indices)
@@ -406,7 +570,7 @@ class Selection:
 
     # --- pickling: columns and the store's path, never open handles -----------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k != "_rng_state"}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_rng_state", "_views")}
         state["_rng_state"] = None
         return state
 
@@ -420,9 +584,13 @@ class Entry:
         self._sel = selection
         self._pos = position
         self._chain = chain
-        self._shape = view_shape(selection.shape_of(position), chain)
+        self._shape = view_shape(selection.shape_of(position), chain) if selection.field_name is not None else None
 
     def __getitem__(self, index: Any) -> Entry:
+        if isinstance(index, str) and not self._chain:
+            return self._sel.field(index).entry(self._pos)  # (one field of an entry with named fields)
+        if self._shape is None:
+            raise self._sel.one_field_error("entry[...]")
         index = index if isinstance(index, tuple) else (index,)
         if has_random(index):
             index = resolve(index, self._shape, self._sel.rng())
@@ -436,6 +604,8 @@ class Entry:
     @property
     def shape(self) -> tuple[int, ...]:
         """The shape of this view."""
+        if self._shape is None:
+            raise self._sel.one_field_error("entry.shape")
         return self._shape
 
     @property
@@ -456,22 +626,31 @@ class Entry:
         return self._sel.metadata(self._pos)
 
     def __len__(self) -> int:
+        if self._shape is None:
+            raise self._sel.one_field_error("len(entry)")
         if not self._shape:
             raise TypeError("len() of a 0-d entry view")
         return self._shape[0]
 
-    def read(self) -> np.ndarray:
-        """The view's values as a new array (a numpy scalar for a 0-d view)."""
+    def read(self) -> np.ndarray | dict[str, np.ndarray]:
+        """The view's values as a new array (a numpy scalar for a 0-d view); a dict of whole arrays for an entry
+        with named fields."""
+        if self._shape is None:
+            return self._sel[self._pos]
         x = self._sel._mapped(self._pos)
         for index in self._chain:
             x = x[index]
         return x.copy() if isinstance(x, np.ndarray) else x
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        if self._shape is None:
+            raise self._sel.one_field_error("np.asarray(entry)")
         x = np.asarray(self.read())
         return x.astype(dtype, copy=False) if dtype is not None else x
 
     def __repr__(self) -> str:
+        if self._shape is None:
+            return f"<Entry {self._pos} fields={self._sel.fields}>"
         return f"<Entry {self._pos} shape={self._shape} dtype={self.dtype}>"
 
 
@@ -479,7 +658,7 @@ class ScatteredSelection(Selection):
     """A list whose items are the sub-arrays of another list's items along one axis (built by ``scatter``)."""
 
     def __init__(self, base: Selection, base_pos: np.ndarray, sub: np.ndarray, axis: int, **options: Any):
-        super().__init__(base.store, base.columns.take(base_pos), **options, generation=base.generation)
+        super().__init__(base.store, base.entry_columns.take(base_pos), **options, generation=base.generation)
         self._base, self._base_pos, self._sub, self._axis = base, base_pos, sub, axis
 
     def _mapped(self, i: int) -> np.ndarray:
@@ -529,6 +708,8 @@ def scatter(sel: Selection, axis: int = 0) -> Selection:
     the new list keeps the batch mode, dtype and return options. It cannot start from a list with
     ``expand_dims``/``squeeze`` transforms (their axes would change meaning): scatter first, then transform.
     """
+    if sel.field_name is None:
+        raise sel.one_field_error("sel.scatter(axis)")
     if sel.transforms:
         raise ValueError("scatter() on a list with expand_dims/squeeze transforms: call scatter first, then transform.")
     ndim, dims = item_dims(sel)

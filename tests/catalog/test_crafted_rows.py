@@ -66,7 +66,11 @@ def edit(store: Path, sql: str, *params) -> None:
 def victim_row(store: Path) -> dict:
     with sqlite3.connect(store / "catalog.sqlite") as conn:
         conn.row_factory = sqlite3.Row
-        row = dict(conn.execute("SELECT * FROM entries WHERE key = ?", (VICTIM,)).fetchone())
+        row = dict(
+            conn.execute(
+                "SELECT * FROM entries e JOIN arrays a ON a.entry_id = e.id WHERE e.key = ?", (VICTIM,)
+            ).fetchone()
+        )
     conn.close()
     return row
 
@@ -88,7 +92,8 @@ def assert_refused(store: Path, *also: str, key: str = VICTIM) -> None:
         assert text in result.stdout, result.stdout
 
 
-# The SET clause of an UPDATE of the victim's row, per case.
+BY_KEY = "entry_id = (SELECT id FROM entries WHERE key = ?)"
+# The SET clause of an UPDATE of the victim's array row, per case.
 ENTRY_CASES = {
     "object_dtype": "dtype = '|O'",
     "object_dtype_o8": "dtype = '|O8'",
@@ -128,7 +133,7 @@ ENTRY_CASES = {
 
 @pytest.mark.parametrize("case", sorted(ENTRY_CASES))
 def test_crafted_entry_row(victim_store, case):
-    edit(victim_store, f"UPDATE entries SET {ENTRY_CASES[case]} WHERE key = ?", VICTIM)
+    edit(victim_store, f"UPDATE arrays SET {ENTRY_CASES[case]} WHERE {BY_KEY}", VICTIM)
     assert_refused(victim_store)
 
 
@@ -146,8 +151,8 @@ def victim_shard(store: Path) -> str:
 
 def test_shape_texts_that_only_parse_together(victim_store):
     """'[4,6],[3' then '3]' join into valid JSON: each text must still be checked on its own."""
-    edit(victim_store, "UPDATE entries SET shape = '[4,6],[3' WHERE key = ?", VICTIM)
-    edit(victim_store, "UPDATE entries SET shape = '3]' WHERE key = 'z'")
+    edit(victim_store, f"UPDATE arrays SET shape = '[4,6],[3' WHERE {BY_KEY}", VICTIM)
+    edit(victim_store, f"UPDATE arrays SET shape = '3]' WHERE {BY_KEY}", "z")
     assert_refused(victim_store)
 
 
@@ -238,6 +243,7 @@ def test_deeply_nested_metadata_json_is_refused_as_damage(victim_store):
 def test_a_dropped_entries_table_is_a_library_error(victim_store):
     with sqlite3.connect(victim_store / "catalog.sqlite") as conn:
         conn.execute("DROP TABLE meta_values")
+        conn.execute("DROP TABLE arrays")
         conn.execute("DROP TABLE entries")
     conn.close()
     shutil.rmtree(victim_store / SNAPSHOT_DIR, ignore_errors=True)

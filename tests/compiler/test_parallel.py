@@ -33,8 +33,8 @@ def _dump(store) -> tuple:
     con = sqlite3.connect(store.root / "catalog.sqlite")
     try:
         entries = con.execute(
-            "SELECT e.key, s.path, e.offset, e.nbytes, e.dtype, e.shape, e.checksum, e.metadata "
-            "FROM entries e JOIN shards s ON s.id = e.shard_id ORDER BY e.key"
+            "SELECT e.key, s.path, a.offset, a.nbytes, a.dtype, a.shape, a.checksum, e.metadata "
+            "FROM entries e JOIN arrays a ON a.entry_id = e.id JOIN shards s ON s.id = a.shard_id ORDER BY e.key"
         ).fetchall()
         srcs = con.execute(
             "SELECT path, size, content_hash, callback_version, status, error FROM sources ORDER BY path"

@@ -33,8 +33,8 @@ def _snapshot(dst):
     try:
         con.execute("BEGIN")
         rows = con.execute(
-            "SELECT e.key, s.path, e.offset, e.nbytes, e.dtype, e.shape FROM entries e "
-            "JOIN shards s ON s.id = e.shard_id WHERE e.died IS NULL ORDER BY e.key"
+            "SELECT e.key, s.path, a.offset, a.nbytes, a.dtype, a.shape FROM entries e "
+            "JOIN arrays a ON a.entry_id = e.id JOIN shards s ON s.id = a.shard_id WHERE e.died IS NULL ORDER BY e.key"
         ).fetchall()
         con.execute("COMMIT")
     finally:

@@ -90,7 +90,8 @@ def test_reader_with_mapped_old_shard_reads_correct_data_after_gc(tmp_path):
 def _flip_byte(dst, key, delta=5):
     con = sqlite3.connect(dst / "catalog.sqlite")
     path, offset = con.execute(
-        "SELECT s.path, e.offset FROM entries e JOIN shards s ON s.id = e.shard_id WHERE e.key = ? AND e.died IS NULL",
+        "SELECT s.path, a.offset FROM entries e JOIN arrays a ON a.entry_id = e.id JOIN shards s ON s.id = a.shard_id "
+        "WHERE e.key = ? AND e.died IS NULL",
         (key,),
     ).fetchone()
     con.close()

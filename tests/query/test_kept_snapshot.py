@@ -76,7 +76,7 @@ def craft_offset(path: Path) -> None:
     """A well-formed file whose entry points past its shard: refused by the checks, not by the zip's CRC."""
     with np.load(path, allow_pickle=False) as data:
         arrays = {name: data[name] for name in data.files}
-    arrays["offset"] = arrays["offset"] + 4096
+    arrays["0.offset"] = arrays["0.offset"] + 4096
     with open(path, "wb") as f:
         np.savez(f, **arrays)
 
@@ -92,7 +92,7 @@ def craft_pickle(path: Path) -> None:
 @pytest.mark.parametrize("damage", [damage_flip, damage_truncate, craft_offset, craft_pickle])
 def test_a_damaged_or_crafted_snapshot_file_is_refused_and_rebuilt(root, monkeypatch, damage):
     expected = answers(root)
-    (entries,) = [p for p in (root / SNAPSHOT_DIR).iterdir() if p.name.endswith(".entries.npz")]
+    (entries,) = [p for p in (root / SNAPSHOT_DIR).iterdir() if p.name.endswith(".fields.npz")]
     damage(entries)
     calls = catalog_reads(monkeypatch)
     assert answers(root) == expected
