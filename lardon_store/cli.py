@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 
 from .compiler.callback import default_callback
 from .demo import run_demo
-from .errors import LardonStoreError
+from .errors import FieldError, LardonStoreError
+from .format.fields import DEFAULT_TOLERANCE
 from .legacy import import_lardon
 from .maintenance.gc import DEFAULT_KEEP_SECONDS, gc_store
 from .maintenance.verify import verify_store
@@ -67,6 +68,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
         lardon-store compile raw/ store/ --callback mypkg.loaders:load --ext .wav --ext .flac
         lardon-store compile sounds/ store/ --callback audio --ext .wav --ext .flac --workers 2
         lardon-store compile raw/ store/ --exclude '*.tmp' --exclude 'drafts/*'
+        lardon-store compile wavs/ store/ --callback mypkg.features:extract --align audio=0:256 --align mel=-1:1
+
+    --align FIELD=AXIS:RATE lines up the time axes of the fields a callback returns as a dict (see docs/fields.md);
+    a later compile without --align uses the alignment recorded with the store.
 
     A source whose last compile failed (with --on-error skip) and that has not changed since is not run again: it
     is listed as a known failure, and the command succeeds.
@@ -83,7 +88,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     store = compile(
         args.src, args.dst, load_callback(args.callback), args.ext or None, force=args.force, progress=progress,
         callback_version=args.callback_version, on_error=args.on_error, workers=args.workers,
-        exclude=args.exclude or (),
+        exclude=args.exclude or (), align=dict(args.align) if args.align else None,
+        align_tolerance=args.align_tolerance,
     )  # fmt: skip
     bar.close()
     print(store.last_compile)
@@ -124,8 +130,32 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shape_dtype(row: dict, sep: str) -> tuple[str, str]:
+    """The shape and dtype cells of an ``ls`` row: ``(2, 3)`` and ``<f4``, or one ``field:value`` per field."""
+    if "fields" not in row:
+        return sep.join(map(str, row["shape"])), row["dtype"]
+    fields = row["fields"].items()
+    return (
+        " ".join(f"{n}:{sep.join(map(str, f['shape']))}" for n, f in fields),
+        " ".join(f"{n}:{f['dtype']}" for n, f in fields),
+    )
+
+
+def _align_spec(text: str) -> tuple[str, tuple[int, int]]:
+    """``FIELD=AXIS:RATE`` as ``(field, (axis, rate))``."""
+    name, _, spec = text.partition("=")
+    axis, _, rate = spec.partition(":")
+    try:
+        return name, (int(axis), int(rate))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not FIELD=AXIS:RATE (e.g. audio=0:256: field audio, time on axis 0, 256 samples per step)"
+        ) from None
+
+
 def format_rows(rows: list[dict], fmt: str) -> str:
-    """``ls`` output: an aligned table, a JSON list, or CSV with one column per metadata key."""
+    """``ls`` output: an aligned table, a JSON list, or CSV with one column per metadata key. Entries with named
+    fields show each field's shape and dtype as ``field:value``."""
     if fmt == "json":
         return "[\n" + ",\n".join(json.dumps(row) for row in rows) + ("\n]\n" if rows else "]\n")
     keys = sorted({k for row in rows for k in row["metadata"]})
@@ -139,12 +169,12 @@ def format_rows(rows: list[dict], fmt: str) -> str:
         for row in rows:
             md = row["metadata"]
             cells = [md[k] if isinstance(md.get(k), str) else json.dumps(md[k]) if k in md else "" for k in keys]
-            writer.writerow([row["key"], "x".join(map(str, row["shape"])), row["dtype"], *cells])
+            writer.writerow([row["key"], *_shape_dtype(row, "x"), *cells])
         return out.getvalue()
     table = [["key", "shape", "dtype", "metadata"]]
     for row in rows:
-        shape = str(tuple(row["shape"]))
-        table.append([row["key"], shape, row["dtype"], json.dumps(row["metadata"], sort_keys=True)])
+        shape, dtype = _shape_dtype(row, "x") if "fields" in row else (str(tuple(row["shape"])), row["dtype"])
+        table.append([row["key"], shape, dtype, json.dumps(row["metadata"], sort_keys=True)])
     widths = [max(len(r[i]) for r in table) for i in range(3)]
     lines = ["  ".join([*(r[i].ljust(widths[i]) for i in range(3)), r[3]]).rstrip() for r in table]
     return "\n".join(lines) + f"\n({len(rows)} entries)\n"
@@ -170,13 +200,18 @@ def cmd_gc(args: argparse.Namespace) -> int:
 @command("show", "draw one entry to a PNG: a line, an image with a colour bar, or a grid of slices")
 def cmd_show(args: argparse.Namespace) -> int:
     """Draw the entry KEY of STORE (1-D: a line; 2-D: an image, first axis up; more: its leading slices), titled
-    with its key, shape, dtype and metadata. Needs matplotlib (pip install lardon_store[plot]).
-    Python twin: lardon_store.open(path).show(key).savefig(out).
+    with its key, shape, dtype and metadata; --field NAME draws one field of entries that have named fields.
+    Needs matplotlib (pip install lardon_store[plot]).
+    Python twin: lardon_store.open(path).show(key).savefig(out), or .field(name).show(key).
 
     Example:
         lardon-store show store/ violin/p62_00112 --out violin.png
+        lardon-store show store/ p225_001 --field mel
     """
-    figure = open_store(args.store).show(args.key)
+    store = open_store(args.store)
+    if args.field is None and store.fields:
+        raise FieldError(f"{args.store}: the entries have fields {', '.join(store.fields)}: pass --field NAME.")
+    figure = (store.field(args.field) if args.field is not None else store).show(args.key)
     out = args.out or _png_name(args.key)
     figure.savefig(out)
     print(f"{out}: {args.key}")
@@ -294,6 +329,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip: record a failing source in the catalog and go on")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--workers", type=int, default=0, help="run the callback in N processes (default 0: in this one)")
+    p.add_argument(
+        "--align",
+        action="append",
+        type=_align_spec,
+        metavar="FIELD=AXIS:RATE",
+        help="a field's time axis and samples per step (repeatable), e.g. --align audio=0:256",
+    )
+    p.add_argument(
+        "--align-tolerance",
+        type=int,
+        default=DEFAULT_TOLERANCE,
+        metavar="STEPS",
+        help=f"refuse entries whose aligned fields differ by more steps (default {DEFAULT_TOLERANCE})",
+    )
     p.add_argument("--exclude", action="append", metavar="GLOB",
                    help="leave out sources whose path matches (repeatable), e.g. --exclude '*.tmp'")  # fmt: skip
     for name in ("info", "migrate", "gc", "verify", "history"):
@@ -318,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store")
     p.add_argument("key", help="the entry's key")
     p.add_argument("--out", help="the PNG to write (default: <key>.png here)")
+    p.add_argument("--field", help="the field to draw, for entries with named fields")
     p = sub.add_parser("plot", help=COMMANDS["plot"][0], description=cmd_plot.__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("store")

@@ -231,15 +231,20 @@ class Store(StoreHandle):
         """Each entry's aligned length in steps (see ``Selection.steps``)."""
         return self.all().steps
 
-    def crop(self, i: int, start: int, length: int) -> dict[str, np.ndarray]:
+    def crop(self, i: int, start: int, length: int, fields: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """The aligned window of ``length`` steps from ``start`` of entry ``i`` (see ``Selection.crop``)."""
-        return self.all().crop(i, start, length)
+        return self.all().crop(i, start, length, fields)
 
     def random_crop(
-        self, i: int, length: int, rng: np.random.Generator | None = None, pad: bool = False
+        self,
+        i: int,
+        length: int,
+        rng: np.random.Generator | None = None,
+        pad: bool = False,
+        fields: Sequence[str] | None = None,
     ) -> dict[str, np.ndarray]:
         """An aligned crop of ``length`` steps of entry ``i`` at a random start (see ``Selection.random_crop``)."""
-        return self.all().random_crop(i, length, rng, pad)
+        return self.all().random_crop(i, length, rng, pad, fields)
 
     def metadata_columns(self, keys: list[str]) -> dict[str, np.ndarray]:
         """One numpy array of values per metadata key over every entry (see ``Selection.metadata_columns``)."""

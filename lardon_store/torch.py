@@ -14,12 +14,16 @@ Random crops (``randslice`` in ``index``):
 - ``seed=None``: crops are drawn from a generator seeded by ``torch.initial_seed()`` of the reading process, which
   the DataLoader sets anew for each worker at each epoch; so crops differ between epochs and between workers, and
   ``torch.manual_seed(s)`` before the loop makes a run reproducible.
+
+Aligned fields: on a store compiled with ``align=``, ``StoreDataset(sel, crop=L, fields=("mel", "f0"), seed=0)``
+yields dicts of aligned crops of ``L`` steps (``Selection.random_crop``, drawn from the same generators), reading
+only the fields named; ``collate()`` stacks each field's equal-length crops into one tensor.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +34,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("lardon_store.torch needs PyTorch: install it with `pip install lardon_store[torch]`.") from exc
 
+from .errors import FieldError
 from .selection.batching import batch, check_mode
 from .selection.indexing import randslice, resolve
 from .selection.selection import Selection
@@ -45,6 +50,10 @@ class StoreDataset(Dataset):
 
     ``selection`` is a Selection (a query's result) or a Store (all its entries).
 
+    On entries with named fields, item ``i`` is a dict ``{field: array}`` of ``fields`` (all by default): with
+    ``crop=L``, an aligned random crop of ``L`` steps (``pad=True`` pads entries shorter than that with zeros;
+    otherwise they raise IndexError naming the entry); without, the whole arrays. ``index`` is then not used.
+
     With ``return_metadata=True`` an item is ``(array, metadata_dict)``. See the module docstring for how random
     crops are drawn with and without ``seed``.
     """
@@ -56,11 +65,26 @@ class StoreDataset(Dataset):
         transform: Callable[[np.ndarray], Any] | None = None,
         return_metadata: bool = False,
         seed: int | None = None,
+        *,
+        crop: int | None = None,
+        fields: Sequence[str] | None = None,
+        pad: bool = False,
     ):
         if isinstance(selection, Store):
             selection = selection.all()
         if not isinstance(selection, Selection):
             raise TypeError(f"StoreDataset needs a lardon_store Selection or Store, not {type(selection).__name__}")
+        if (crop is not None or fields is not None) and not selection.fields:
+            raise FieldError(
+                f"{selection.store.root}: crop= and fields= need entries with named fields; these are bare arrays: "
+                "crop them with index=(..., randslice(n))."
+            )
+        self.fields = selection.check_fields(fields) if selection.fields else None
+        if crop is not None:
+            if isinstance(crop, bool) or not isinstance(crop, int) or crop < 1:
+                raise ValueError(f"crop is a number of steps >= 1, not {crop!r}")
+            selection.steps  # noqa: B018 - raises FieldError now when the store has no alignment spec
+        self.crop, self.pad = crop, bool(pad)
         self.selection = selection
         self.index = index if isinstance(index, tuple) else (index,)
         self.transform = transform
@@ -93,6 +117,22 @@ class StoreDataset(Dataset):
         if i < -n or i >= n:
             raise IndexError(f"index {i} is out of range for a StoreDataset of {n} items")
         i %= n
+        if self.fields is not None:
+            x = self._fields_item(i)
+        else:
+            x = self._array_item(i)
+        if self.transform is not None:
+            x = self.transform(x)
+        if self.return_metadata:
+            return x, self.selection.metadata(i)
+        return x
+
+    def _fields_item(self, i: int) -> dict[str, np.ndarray]:
+        if self.crop is not None:
+            return self.selection.random_crop(i, self.crop, self.rng(i), self.pad, self.fields)
+        return {name: self.selection.field(name)[i] for name in self.fields}
+
+    def _array_item(self, i: int) -> np.ndarray:
         index = self.index
         if any(isinstance(item, randslice) for item in index):
             shape = self.selection.item_shape(i)
@@ -100,12 +140,7 @@ class StoreDataset(Dataset):
                 index = resolve(index, shape, self.rng(i))
             except IndexError as exc:
                 raise IndexError(f"item {i} (entry {self.selection.entry(i).key!r}, shape {shape}): {exc}") from None
-        x = self.selection[(i, *index)]
-        if self.transform is not None:
-            x = self.transform(x)
-        if self.return_metadata:
-            return x, self.selection.metadata(i)
-        return x
+        return self.selection[(i, *index)]
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -122,7 +157,8 @@ class Collate:
 
     ``mode`` is ``"pad"`` (pad each item at the end of each axis to the largest size; ``batch_args`` go to
     ``np.pad``), ``"crop"`` (cut to the smallest size) or ``"list"`` (a list of tensors). Items may be arrays
-    (or tensors) or ``(array, metadata)`` pairs; pairs give ``(batch, [metadata, ...])``.
+    (or tensors), dicts of them (one batch per key: the fields of aligned crops), or ``(item, metadata)`` pairs;
+    pairs give ``(batch, [metadata, ...])``.
     """
 
     def __init__(self, mode: str = "pad", **batch_args: Any):
@@ -136,6 +172,8 @@ class Collate:
         return self._batch(items)
 
     def _batch(self, items) -> Any:
+        if items and isinstance(items[0], dict):
+            return {name: self._batch([item[name] for item in items]) for name in items[0]}
         result = batch([_to_numpy(x) for x in items], self.mode, self.batch_args)
         if self.mode == "list":
             return [torch.from_numpy(np.ascontiguousarray(x)) for x in result]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -195,10 +195,11 @@ class Selection:
             )
         return self._entries.steps()
 
-    def crop(self, i: int, start: int, length: int) -> dict[str, np.ndarray]:
+    def crop(self, i: int, start: int, length: int, fields: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """The window of ``length`` steps from step ``start`` of entry ``i``: each aligned field's samples
-        ``[start * rate, (start + length) * rate)`` on its time axis (other axes whole), each other field whole.
-        IndexError when the window is not inside the entry's steps."""
+        ``[start * rate, (start + length) * rate)`` on its time axis (other axes whole), each other field whole;
+        only ``fields`` when given (the others are not read). IndexError when the window is not inside the
+        entry's steps."""
         steps = self.steps
         i = self._position(i)
         for name, value in (("start", start), ("length", length)):
@@ -209,10 +210,15 @@ class Selection:
             raise IndexError(
                 f"entry {self._key(i)!r}: crop [{start}, {start + length}) is outside its {int(steps[i])} steps."
             )
-        return self._window(i, start, length, length)
+        return self._window(i, start, length, length, fields)
 
     def random_crop(
-        self, i: int, length: int, rng: np.random.Generator | None = None, pad: bool = False
+        self,
+        i: int,
+        length: int,
+        rng: np.random.Generator | None = None,
+        pad: bool = False,
+        fields: Sequence[str] | None = None,
     ) -> dict[str, np.ndarray]:
         """A crop of ``length`` steps of entry ``i`` from a start drawn uniformly by ``rng`` (by default the
         selection's generator, see ``rng()``). An entry shorter than ``length`` steps raises IndexError naming it,
@@ -227,16 +233,20 @@ class Selection:
                     f"entry {self._key(i)!r} has {n} steps, fewer than the crop's {length}: select longer entries "
                     "(sel.where(...)), or pass pad=True to pad it with zeros."
                 )
-            return self._window(i, 0, n, length)
+            return self._window(i, 0, n, length, fields)
+        if length < 0:
+            raise IndexError(f"a crop's length is a number of steps >= 0, not {length}")
         start = int((rng if rng is not None else self.rng()).integers(0, n - length + 1))
-        return self._window(i, start, length, length)
+        return self._window(i, start, length, length, fields)
 
-    def _window(self, i: int, start: int, length: int, padded: int) -> dict[str, np.ndarray]:
-        """Each field of entry ``i``: the aligned ones cut to ``length`` steps from ``start`` and zero-padded to
-        ``padded`` steps, the others whole."""
+    def _window(
+        self, i: int, start: int, length: int, padded: int, fields: Sequence[str] | None
+    ) -> dict[str, np.ndarray]:
+        """Each of ``fields`` (all when None) of entry ``i``: the aligned ones cut to ``length`` steps from
+        ``start`` and zero-padded to ``padded`` steps, the others whole."""
         a = self._entries.alignment
         out = {}
-        for name in self._entries.names:
+        for name in self.check_fields(fields):
             x = self._view(name)._mapped(i)
             if name in a.rates:
                 axis, rate = field_axis(a.axes[name], x.ndim), a.rates[name]
@@ -249,6 +259,17 @@ class Selection:
                     continue
             out[name] = np.array(x, dtype=self._dtype) if self._dtype is not None else x.copy()
         return out
+
+    def check_fields(self, fields: Sequence[str] | None) -> tuple[str, ...]:
+        """``fields`` (all of the entries' fields when None), each checked to be one of them."""
+        if fields is None:
+            return self._entries.names
+        if isinstance(fields, str):
+            raise TypeError(f"fields is a list of field names, not the string {fields!r}: write ({fields!r},)")
+        for name in fields:
+            if name not in self.fields:
+                raise self._no_field(name)
+        return tuple(fields)
 
     def _view(self, name: str) -> Selection:
         """The selection of field ``name`` (kept: crops read it for every entry)."""
