@@ -336,13 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FIELD=AXIS:RATE",
         help="a field's time axis and samples per step (repeatable), e.g. --align audio=0:256",
     )
-    p.add_argument(
-        "--align-tolerance",
-        type=int,
-        default=DEFAULT_TOLERANCE,
-        metavar="STEPS",
-        help=f"refuse entries whose aligned fields differ by more steps (default {DEFAULT_TOLERANCE})",
-    )
+    p.add_argument("--align-tolerance", type=int, metavar="STEPS",
+                   help="refuse entries whose aligned fields differ by more steps (default: the recorded tolerance, "
+                        f"else {DEFAULT_TOLERANCE})")  # fmt: skip
     p.add_argument("--exclude", action="append", metavar="GLOB",
                    help="leave out sources whose path matches (repeatable), e.g. --exclude '*.tmp'")  # fmt: skip
     for name in ("info", "migrate", "gc", "verify", "history"):

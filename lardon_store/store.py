@@ -27,7 +27,6 @@ from .compiler.callback import Callback, default_callback
 from .compiler.pipeline import CompileSummary, compile_store
 from .errors import LardonStoreError, ReadOnlyStoreError
 from .format.columns import Columns
-from .format.fields import DEFAULT_TOLERANCE
 from .format.layout import DEFAULT_MAX_SHARD_BYTES
 from .handle import StoreHandle
 from .info import Generation, StoreInfo
@@ -331,13 +330,14 @@ def compile(  # noqa: A001 - the public name, as in the seed project
     workers: int = 0,
     exclude: Sequence[str] = (),
     align: dict[str, tuple[int, int]] | None = None,
-    align_tolerance: int = DEFAULT_TOLERANCE,
+    align_tolerance: int | None = None,
 ) -> Store:
     """Compile the files of ``source`` into the store at ``target`` and return it (read-only, holding no lock).
 
     ``callback(path)`` returns ``(array, metadata_dict)`` or a list of such pairs; ``(dict_of_arrays, metadata)``
     gives entries with named fields, and ``align={field: (axis, rate)}`` lines their time axes up (``steps``,
-    ``crop``; an entry whose aligned fields differ by more than ``align_tolerance`` steps is refused). On an
+    ``crop``; an entry whose aligned fields differ by more than ``align_tolerance`` steps, by default the recorded
+    tolerance or 2, is refused). On an
     existing store only new and
     changed sources run it, deleted ones are removed; ``force=True`` redoes everything, and so does a new
     ``callback_version`` (by default a fingerprint of the callback's code). ``on_error="skip"`` records a failing

@@ -150,7 +150,7 @@ def compile_store(
     workers: int = 0,
     exclude: Sequence[str] = (),
     align: dict[str, tuple[int, int]] | None = None,
-    align_tolerance: int = DEFAULT_TOLERANCE,
+    align_tolerance: int | None = None,
 ) -> CompileSummary:
     """Compile the files of ``source`` into the store at ``target`` (created if missing); return what was done.
 
@@ -165,6 +165,7 @@ def compile_store(
     is reported in ``known_failures`` and raises nothing (change it, or pass ``force=True``, to run it again).
     ``align={field: (axis, rate)}`` lines up the time axes of the fields a dict-returning callback makes (see
     ``format/fields.py``); it is recorded with the store and used again when a later compile gives none.
+    ``align_tolerance`` (default: the recorded one, else 2) is how many steps the aligned fields may differ by.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
@@ -174,7 +175,7 @@ def compile_store(
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: the source folder does not exist.")
     version = callback_version if callback_version is not None else callback_fingerprint(callback)
-    alignment = parse_align(align, align_tolerance)
+    alignment = parse_align(align, DEFAULT_TOLERANCE if align_tolerance is None else align_tolerance)
     summary = CompileSummary()
     # (A scan on another thread, overlapping the opening of the catalog, was measured slower here: a no-change
     # recompile of 10,000 files took 70 ms against 43, the two threads fighting for the GIL.)
@@ -185,7 +186,7 @@ def compile_store(
             with store.engine.begin() as conn:
                 work = plan(conn, src, stats, version, force)
                 recorded = store_alignment(conn, str(target))
-                if align is not None and alignment != recorded and has_arrays(conn):
+                if align is not None and not alignment.same_spec(recorded) and has_arrays(conn):
                     raise InvalidDataError(_realign_message(target, recorded, alignment))
                 # The catalog's sources have distinct keys already: only a new file can clash.
                 if any(kind == "new" for _, kind in work.todo):
@@ -200,9 +201,11 @@ def compile_store(
         large = sum(stats[rel][0] for rel, _ in work.todo) >= _BACKGROUND_HASH_BYTES * max(len(paths), 1)
         hashes = in_background(file_hash, paths) if large else map(file_hash, paths)
         writer = CatalogWriter(store.engine, store.root, max_shard_bytes, "compile")
-        if align is not None and alignment != recorded:
+        if align is None:
+            tolerance = recorded.tolerance if align_tolerance is None else align_tolerance
+            alignment = Alignment(recorded.axes, recorded.rates, tolerance)
+        if alignment and alignment != recorded:
             writer.alignment = alignment  # (recorded with the first batch)
-        alignment = alignment if align is not None else recorded
         writer.retire_sources(work.deleted)  # (committed with the first batch, in its generation)
         try:
             for done, (rel, kind) in enumerate(work.todo):

@@ -73,6 +73,10 @@ class Alignment:
     def __bool__(self) -> bool:
         return bool(self.rates)
 
+    def same_spec(self, other: Alignment) -> bool:
+        """Whether ``other`` aligns the same fields on the same axes at the same rates (whatever its tolerance)."""
+        return (self.axes, self.rates) == (other.axes, other.rates)
+
     def to_json(self) -> str:
         fields = {f: [self.axes[f], self.rates[f]] for f in sorted(self.rates)}
         return json.dumps({"fields": fields, "tolerance": self.tolerance}, sort_keys=True)
