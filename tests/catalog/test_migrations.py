@@ -294,3 +294,48 @@ def test_a_store_of_the_previous_release_is_upgraded_in_place_and_reads_as_befor
     assert store.generation == 2 and store["a"].tolist() == [1.0, 1.0]
     np.testing.assert_array_equal(store.at(1)["a"], PREVIOUS["a"])
     assert int(store.ids.max()) == 5  # (ids 1-4 were the old entries: a new id, never a reused one)
+
+
+def test_a_store_of_revision_0003_is_upgraded_by_a_writable_open_and_reads_as_before(tmp_path):
+    """tests/data/store_rev0003 was written by the release before fields (see tests/data/README.md): two
+    generations, the second replacing 'b'."""
+    root = tmp_path / "old"
+    shutil.copytree(ROOT / "tests" / "data" / "store_rev0003", root)
+    with pytest.raises(ls.SchemaOutdatedError, match="lardon-store migrate"):
+        ls.open(root)
+    assert ls.open(root, readonly=False).revision() == migrate.head_revision()
+    store = ls.open(root)
+    now = dict(PREVIOUS, b=np.array([4, 5, 6, 7], np.int16))
+    assert store.keys == sorted(now) and store.fields == () and store.generation == 3
+    for i, key in enumerate(store.keys):
+        np.testing.assert_array_equal(store[i], now[key])
+        assert store.dtype_of(i) == now[key].dtype and store.shape_of(i) == now[key].shape
+        assert store.metadata(i) == {"name": key.split("/")[-1] + ".npy", "size": now[key].size, "tags": ["x", "y"]}
+    np.testing.assert_array_equal(store.at(2)["b"], PREVIOUS["b"])  # (the older generation, kept)
+    assert [h.operation for h in store.history()] == ["create", "compile", "compile"]
+    assert store.verify().ok and store.where("size > 3").keys == ["a", "b"]
+    assert store.info().shape_ranges[2] == ([0, 3], [2, 4])
+    with ls.LardonParser(None, root) as parser:  # a write on top, through the new arrays table
+        parser.register(np.ones(2), {"size": 2}, "e")
+    assert store["e"].tolist() == [1.0, 1.0] and int(store.ids.max()) == 6
+
+
+def test_a_store_with_named_fields_refuses_a_downgrade_that_would_lose_them(tmp_path):
+    from fields_helpers import fields_store
+
+    store = fields_store(tmp_path, {"a": {"x": np.ones(2), "y": np.zeros(3)}})
+    with pytest.raises(RuntimeError, match="named fields"):
+        run_alembic(ls.open(store.root, readonly=False).engine, command.downgrade, "0003")
+    assert ls.open(store.root)[0]["y"].tolist() == [0, 0, 0]
+
+
+def test_revision_0004_down_and_up_keeps_every_array(store_path, arrays):
+    writable = ls.open(store_path, readonly=False)
+    run_alembic(writable.engine, command.downgrade, "0003")
+    with writable.engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT key, shape FROM entries WHERE died IS NULL ORDER BY key").all()
+    assert [k for k, _ in rows] == sorted(arrays) and all(s.startswith("[") for _, s in rows)
+    run_alembic(writable.engine, command.upgrade, "head")
+    store = ls.open(store_path)
+    for i, key in enumerate(store.keys):
+        np.testing.assert_array_equal(store[i], arrays[key])
