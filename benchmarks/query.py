@@ -61,13 +61,15 @@ def build(root: Path, n: int) -> None:
         names = [INSTRUMENTS[i] for i in inst.tolist()]
         pitches, splits, durations = pitch.tolist(), split.tolist(), duration.tolist()
         con.executemany(
-            "INSERT INTO entries (id, key, source_id, shard_id, offset, nbytes, dtype, shape, checksum, metadata, "
-            "born) "
-            "VALUES (?, ?, NULL, 1, 0, 8, '<f4', '[2]', '0', ?, 1)",
+            "INSERT INTO entries (id, key, source_id, metadata, born) VALUES (?, ?, NULL, ?, 1)",
             (
                 (i + 1, f"e{i:07d}", f'{{"duration":{d},"instrument":"{s}","pitch":{p},"split":"{t}"}}')
                 for i, (s, p, t, d) in enumerate(zip(names, pitches, splits, durations))
             ),
+        )
+        con.execute(
+            "INSERT INTO arrays (entry_id, field, shard_id, offset, nbytes, dtype, shape, checksum) "
+            "SELECT id, '', 1, 0, 8, '<f4', '[2]', '0' FROM entries"
         )
         sql = "INSERT INTO meta_values (entry_id, key, type, num, text) VALUES (?, ?, ?, ?, ?)"
         con.executemany(sql, ((i + 1, "instrument", "str", None, s) for i, s in enumerate(names)))

@@ -72,10 +72,12 @@ def bench_open(tmp: Path, n: int) -> float:
     with con:
         con.execute("INSERT INTO shards (id, path, size) VALUES (1, 'blobs/shard-000001.bin', 64)")
         con.executemany(
-            "INSERT INTO entries (id, key, source_id, shard_id, offset, nbytes, dtype, shape, checksum, metadata, "
-            "born) "
-            "VALUES (?, ?, NULL, 1, 0, 4, '<f4', '[1]', 'crc32:00000000', '{}', 1)",
+            "INSERT INTO entries (id, key, source_id, metadata, born) VALUES (?, ?, NULL, '{}', 1)",
             ((i, f"e{i:07d}") for i in range(1, n + 1)),
+        )
+        con.execute(
+            "INSERT INTO arrays (entry_id, field, shard_id, offset, nbytes, dtype, shape, checksum) "
+            "SELECT id, '', 1, 0, 4, '<f4', '[1]', 'crc32:00000000' FROM entries"
         )
         con.execute("UPDATE store_info SET value = ? WHERE key = 'next_entry_id'", (str(n + 1),))
     con.close()

@@ -204,18 +204,18 @@ def _bulk_catalog(work: Path, n: int) -> Path:
     root = store.root
     del store
     con = sqlite3.connect(root / "catalog.sqlite")
-    shard_id, offset, nbytes, checksum = con.execute(
-        "SELECT shard_id, offset, nbytes, checksum FROM entries"
-    ).fetchone()
     with con:
         first, born = con.execute("SELECT max(id) + 1, max(born) FROM entries").fetchone()
         con.executemany(
-            "INSERT INTO entries (id, key, source_id, shard_id, offset, nbytes, dtype, shape, checksum, metadata, "
-            "born) "
-            "VALUES (?, ?, NULL, ?, ?, ?, '<f4', '[4]', ?, ?, ?)",
-            ((first + i - 1, f"k{i:07d}", shard_id, offset, nbytes, checksum, f'{{"i": {i}}}', born)
-             for i in range(1, n)),
-        )  # fmt: skip
+            "INSERT INTO entries (id, key, source_id, metadata, born) VALUES (?, ?, NULL, ?, ?)",
+            ((first + i - 1, f"k{i:07d}", f'{{"i": {i}}}', born) for i in range(1, n)),
+        )
+        con.execute(  # (every new entry's array is the compiled one's)
+            "INSERT INTO arrays (entry_id, field, shard_id, offset, nbytes, dtype, shape, checksum) "
+            "SELECT e.id, a.field, a.shard_id, a.offset, a.nbytes, a.dtype, a.shape, a.checksum "
+            "FROM entries e, arrays a WHERE e.id >= ? AND a.entry_id = ?",
+            (first, first - 1),
+        )
         con.execute("UPDATE store_info SET value = ? WHERE key = 'next_entry_id'", (str(first + n),))
         con.executemany(
             "INSERT INTO meta_values (entry_id, key, type, num, text) VALUES (?, 'i', 'int', ?, NULL)",

@@ -157,7 +157,7 @@ class CatalogWriter:
         sizes = self.writer.sync()
         sizes.update(self.existing_shards)
         crash_point("after_write")
-        pending = self.pending_sources or self.pending_entries or self.retired_sources
+        pending = self.pending_sources or self.pending_entries or self.retired_sources or self.alignment is not None
         if before_rows is None and not sizes and not pending:
             return None
         try:

@@ -75,6 +75,9 @@ class Selection:
             raise self._no_field(field)
         self._field = field
         self._columns = self._entries.part(field if field is not None else self._entries.names[0])
+        self._steps: np.ndarray | None = None  # (shapes never change: computed once)
+        self._views: dict[str, Selection] = {}
+        self._plans: dict[tuple[str, ...] | None, list] = {}
         self._generation = int(generation)
         self._query = query
         self.batch_mode = check_mode(batch_mode)
@@ -193,7 +196,9 @@ class Selection:
                 f"{self._store.root}: the store has no alignment spec, so its entries have no steps: compile with "
                 "align={field: (axis, rate)}."
             )
-        return self._entries.steps()
+        if self._steps is None:
+            self._steps = self._entries.steps()
+        return self._steps
 
     def crop(self, i: int, start: int, length: int, fields: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """The window of ``length`` steps from step ``start`` of entry ``i``: each aligned field's samples
@@ -202,10 +207,7 @@ class Selection:
         entry's steps."""
         steps = self.steps
         i = self._position(i)
-        for name, value in (("start", start), ("length", length)):
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"crop {name} must be an int, not {type(value).__name__}")
-        start, length = int(start), int(length)
+        start, length = _step_count("start", start), _step_count("length", length)
         if start < 0 or length < 0 or start + length > steps[i]:
             raise IndexError(
                 f"entry {self._key(i)!r}: crop [{start}, {start + length}) is outside its {int(steps[i])} steps."
@@ -244,14 +246,12 @@ class Selection:
     ) -> dict[str, np.ndarray]:
         """Each of ``fields`` (all when None) of entry ``i``: the aligned ones cut to ``length`` steps from
         ``start`` and zero-padded to ``padded`` steps, the others whole."""
-        a = self._entries.alignment
         out = {}
-        for name in self.check_fields(fields):
-            x = self._view(name)._mapped(i)
-            if name in a.rates:
-                axis, rate = field_axis(a.axes[name], x.ndim), a.rates[name]
-                cut = (slice(None),) * axis + (slice(start * rate, (start + length) * rate),)
-                x = x[cut]
+        for name, view, axis, rate in self._crop_plan(fields):
+            x = view._mapped(i)
+            if rate:
+                axis = field_axis(axis, x.ndim)
+                x = x[(slice(None),) * axis + (slice(start * rate, (start + length) * rate),)]
                 if padded > length:
                     widths = [(0, 0)] * x.ndim
                     widths[axis] = (0, (padded - length) * rate)
@@ -259,6 +259,16 @@ class Selection:
                     continue
             out[name] = np.array(x, dtype=self._dtype) if self._dtype is not None else x.copy()
         return out
+
+    def _crop_plan(self, fields: Sequence[str] | None) -> list[tuple[str, Selection, int, int]]:
+        """``(name, field's selection, time axis, rate)`` of each of ``fields``; rate 0 for an unaligned field."""
+        key = None if fields is None else tuple(fields)
+        plan = self._plans.get(key)
+        if plan is None:
+            a = self._entries.alignment
+            plan = [(n, self._view(n), a.axes.get(n, 0), a.rates.get(n, 0)) for n in self.check_fields(fields)]
+            self._plans[key] = plan
+        return plan
 
     def check_fields(self, fields: Sequence[str] | None) -> tuple[str, ...]:
         """``fields`` (all of the entries' fields when None), each checked to be one of them."""
@@ -273,10 +283,10 @@ class Selection:
 
     def _view(self, name: str) -> Selection:
         """The selection of field ``name`` (kept: crops read it for every entry)."""
-        views = self.__dict__.setdefault("_views", {})
-        if name not in views:
-            views[name] = self if name == self._field else self.field(name)
-        return views[name]
+        view = self._views.get(name)
+        if view is None:
+            view = self._views[name] = self if name == self._field else self.field(name)
+        return view
 
     def _key(self, i: int) -> str:
         return self._store.keys_of(self._columns.ids[i : i + 1], self._generation)[0]
@@ -591,9 +601,18 @@ class Selection:
 
     # --- pickling: columns and the store's path, never open handles -----------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_rng_state", "_views")}
-        state["_rng_state"] = None
+        state = {k: v for k, v in self.__dict__.items() if k != "_rng_state"}
+        state["_rng_state"], state["_views"], state["_plans"] = None, {}, {}
         return state
+
+
+def _step_count(name: str, value: Any) -> int:
+    """``value`` as an int: a crop's start or length."""
+    if type(value) is int:
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, np.integer):
+        raise TypeError(f"crop {name} must be an int, not {type(value).__name__}")
+    return int(value)
 
 
 class Entry:
