@@ -166,9 +166,10 @@ class Selection:
 
     def one_field_error(self, what: str) -> FieldError:
         """The error for ``what``, which needs one field of entries that have several."""
+        first = self.fields[0]
         return FieldError(
-            f"{what} needs one field: the entries have fields {', '.join(map(repr, self.fields))}; use "
-            f"sel.field(name){what.removeprefix('sel')}, e.g. sel.field({self.fields[0]!r})."
+            f"{what} needs one field: the entries have fields {', '.join(map(repr, self.fields))}; choose one with "
+            f"sel.field(name) (e.g. sel.field({first!r})), or entry[{first!r}] for one entry's view."
         )
 
     @property
@@ -228,7 +229,7 @@ class Selection:
         the end of its time axis to ``length * rate`` samples."""
         i = self._position(i)
         n = int(self.steps[i])
-        length = int(length)
+        length = _step_count("length", length)
         if n < length:
             if not pad:
                 raise IndexError(
@@ -650,7 +651,7 @@ class Entry:
 
     @property
     def ndim(self) -> int:
-        return len(self._shape)
+        return len(self.shape)
 
     @property
     def dtype(self) -> np.dtype:
@@ -659,7 +660,7 @@ class Entry:
     @property
     def nbytes(self) -> int:
         """Bytes of this view once read."""
-        return int(np.prod(self._shape, dtype=object)) * self.dtype.itemsize
+        return int(np.prod(self.shape, dtype=object)) * self.dtype.itemsize
 
     @property
     def metadata(self) -> dict[str, Any]:

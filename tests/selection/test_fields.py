@@ -150,8 +150,12 @@ def test_whole_entries_are_dicts_and_one_field_reads_point_to_field(audio):
     lazy = store.entry(2)["mel"]
     assert lazy.shape == entries["s2"]["mel"].shape
     np.testing.assert_array_equal(np.asarray(lazy[:, 3:9]), entries["s2"]["mel"][:, 3:9])
-    with pytest.raises(ls.FieldError):
-        np.asarray(store.entry(2))
+    for read in (lambda: np.asarray(store.entry(2)), lambda: store.entry(2).ndim, lambda: store.entry(2).nbytes,
+                 lambda: len(store.entry(2)), lambda: store.select(batch_mode="pad")[0:2]):  # fmt: skip
+        with pytest.raises(ls.FieldError, match=r"choose one with sel.field\(name\) \(e.g. sel.field\('audio'\)\)"):
+            read()
+    with pytest.raises(TypeError, match="crop length must be an int, not float"):
+        store.random_crop(0, 64.7)
     mel = store.field("mel")
     assert mel.shape == (4, 80, (70, 101)) and mel.fields == store.fields
     assert len(mel.scatter(0)) == 4 * 80
