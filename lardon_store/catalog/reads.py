@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Select, func, literal, select
+from sqlalchemy import Connection, Integer, Select, func, literal, select
 
 from ..errors import CorruptStoreError, GenerationExpiredError
 from ..format.codecs import parse_ints
@@ -28,6 +28,7 @@ __all__ = [
     "current_generation",
     "generation_token",
     "entries_by_shard",
+    "entries_with_other_fields",
     "entry_lives",
     "history",
     "id_of",
@@ -249,6 +250,30 @@ def entries_by_shard(conn: Connection) -> tuple[dict[int, tuple[str, int]], list
         .order_by(arrays.c.shard_id, arrays.c.offset)
     ).all()
     return shard_rows(conn), rows
+
+
+def entries_with_other_fields(conn: Connection, names: tuple[str, ...]) -> list[tuple[str, bool, str | None, list]]:
+    """``(key, live, source path, its fields)`` of every entry row (of any generation kept) whose array rows are not
+    one per field of ``names``: what verify reports as damage."""
+    odd = (
+        select(entries.c.id)
+        .select_from(entries.outerjoin(arrays, arrays.c.entry_id == entries.c.id))
+        .group_by(entries.c.id)
+        .having((func.count(arrays.c.field) != len(names)) | (func.sum(arrays.c.field.not_in(names).cast(Integer)) > 0))
+    )
+    rows = conn.execute(
+        select(entries.c.id, entries.c.key, entries.c.died, sources.c.path)
+        .outerjoin(sources, entries.c.source_id == sources.c.id)
+        .where(entries.c.id.in_(odd))
+        .order_by(entries.c.key, entries.c.id)
+    ).all()
+    out = []
+    for eid, key, died, path in rows:
+        fields = [
+            f for (f,) in conn.execute(select(arrays.c.field).where(arrays.c.entry_id == eid).order_by(arrays.c.field))
+        ]
+        out.append((key, died is None, path, fields))
+    return out
 
 
 def next_shard_floor(conn: Connection) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from ..catalog.reads import entries_by_shard
+from ..catalog.reads import entries_by_shard, entries_with_other_fields, store_fields
 from ..errors import CorruptStoreError
 from ..format.codecs import checksum, checksum_matches, descr_to_dtype
 from ..format.columns import check_row, parse_shape
@@ -106,6 +106,20 @@ def _row_problem(row, file: Path, file_size: int) -> str | None:
     return None
 
 
+def _field_problem(names: tuple[str, ...], fields: list[str]) -> str:
+    """What is wrong with an entry whose array rows are for ``fields`` in a store whose fields are ``names``."""
+    if not fields:
+        return "it has no array row"
+    missing = [f for f in names if f not in fields]
+    extra = [f for f in fields if f not in names]
+    said = []
+    if missing:
+        said.append(f"no array for field(s) {', '.join(map(repr, missing))}")
+    if extra:
+        said.append(f"arrays for field(s) {', '.join(map(repr, extra))} the store does not have")
+    return "; ".join(said) + f" (the store's fields are {', '.join(map(repr, names))})"
+
+
 def verify_store(path: str | os.PathLike) -> VerifyReport:
     """Check the store at ``path`` and return a report naming every damaged entry and its source."""
     store = StoreHandle(path, readonly=True)
@@ -116,6 +130,9 @@ def verify_store(path: str | os.PathLike) -> VerifyReport:
         if problems != ["ok"]:
             report.catalog_problems += problems
         shard_rows, rows = entries_by_shard(conn)
+        names = store_fields(conn, str(root))
+        for key, live, source, fields in entries_with_other_fields(conn, names):
+            report.damaged.append(Damage(key, source, _field_problem(names, fields), live))
     on_disk = shard_files_on_disk(root)
     files: dict[int, tuple[Path, int]] = {}
     for sid, (spath, size) in shard_rows.items():

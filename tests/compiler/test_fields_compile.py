@@ -3,6 +3,7 @@ incremental recompiles, gc and verify on such stores."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 
 import numpy as np
@@ -128,3 +129,16 @@ def test_gc_moves_every_field_and_verify_names_the_damaged_one(tmp_path, entries
     report = store.verify()
     assert not report.ok and [(d.key, d.field) for d in report.damaged] == [("s2", "mel")]
     assert "DAMAGED    s2 field mel (source s2.npy)" in str(report) and report.damaged_sources == ["s2.npy"]
+
+
+def test_an_entry_missing_a_field_is_damage_that_reads_and_verify_name(tmp_path, entries):
+    store = fields_store(tmp_path, entries, AUDIO_ALIGN)
+    with sqlite3.connect(tmp_path / "store" / "catalog.sqlite") as con:
+        con.execute("DELETE FROM arrays WHERE field = 'f0' AND entry_id = (SELECT id FROM entries WHERE key = 's1')")
+    con.close()
+    shutil.rmtree(tmp_path / "store" / "snapshot", ignore_errors=True)
+    report = store.verify()
+    assert [(d.key, d.source) for d in report.damaged] == [("s1", "s1.npy")]
+    assert "no array for field(s) 'f0' (the store's fields are 'audio', 'f0', 'mel')" in report.damaged[0].reason
+    with pytest.raises(ls.CorruptStoreError, match=r"entry 's1' has arrays for fields \['audio', 'mel'\]"):
+        _ = ls.open(tmp_path / "store").keys
