@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from reads import interleaved_medians
 
 import lardon_store as ls
 
@@ -58,17 +57,7 @@ def bench(tmp: Path, n_entries: int, repeats: int, length: int) -> tuple[float, 
     for i, start in picks[:50]:
         ours, theirs = sel.crop(i, start, length), raw_crop(i, start)
         assert all(np.array_equal(ours[f], theirs[f]) for f in ALIGN)
-    readers = [lambda i, s: sel.crop(i, s, length), raw_crop]
-    times: list[list[float]] = [[], []]
-    for timed in (False, True):
-        for k, (i, start) in enumerate(picks):
-            for r in range(2):
-                which = (k + r) % 2
-                t0 = time.perf_counter()
-                readers[which](i, start)
-                if timed:
-                    times[which].append(time.perf_counter() - t0)
-    ours, theirs = (statistics.median(x) * 1e6 for x in times)
+    ours, theirs = interleaved_medians([lambda i, s: sel.crop(i, s, length), raw_crop], picks)
     return ours, theirs, ours / theirs
 
 

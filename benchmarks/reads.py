@@ -42,26 +42,30 @@ def bench_reads(tmp: Path, n_entries: int, repeats: int) -> list[tuple[str, floa
     rows = []
     for name, goal, index in cases:
         picks = [(int(i), index(int(rng.integers(0, 2800)))) for i in rng.integers(0, n_entries, repeats)]
-        # One untimed pass warms every path (page cache and page tables) over the same picks; then they are timed
-        # interleaved, read by read, so that machine noise hits them alike.
         readers = [
             lambda i, idx: sel[(i, *idx)],
             lambda i, idx: store[(i, *idx)],
             lambda i, idx: np.array(raw[i][idx]),
         ]
-        times: list[list[float]] = [[], [], []]
-        for timed in (False, True):
-            for k, (i, idx) in enumerate(picks):
-                for r in range(3):  # (each reader goes first in turn: the first read of a pick fills the CPU caches)
-                    which = (k + r) % 3
-                    t0 = time.perf_counter()
-                    readers[which](i, idx)
-                    if timed:
-                        times[which].append(time.perf_counter() - t0)
-        ours, current, theirs = times
-        medians = [statistics.median(x) * 1e6 for x in (ours, current, theirs)]
-        rows.append((name, *medians, goal))
+        rows.append((name, *interleaved_medians(readers, picks), goal))
     return rows
+
+
+def interleaved_medians(readers: list, picks: list[tuple]) -> list[float]:
+    """The median µs of each ``reader(*pick)`` over ``picks``: one untimed pass warms every path (page cache and
+    page tables) over the same picks; then they are timed interleaved, read by read, each reader going first in
+    turn (the first read of a pick fills the CPU caches), so that machine noise hits them alike."""
+    n = len(readers)
+    times: list[list[float]] = [[] for _ in readers]
+    for timed in (False, True):
+        for k, pick in enumerate(picks):
+            for r in range(n):
+                which = (k + r) % n
+                t0 = time.perf_counter()
+                readers[which](*pick)
+                if timed:
+                    times[which].append(time.perf_counter() - t0)
+    return [statistics.median(x) * 1e6 for x in times]
 
 
 def bench_open(tmp: Path, n: int) -> float:

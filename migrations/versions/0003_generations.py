@@ -3,10 +3,11 @@
 Every committing write now makes a generation (a row of ``generations``). An entry row lives from the generation
 that added it (``born``) until the one that removed it (``died``, NULL while live): removing or replacing an entry
 keeps its row. Each generation has a random token, so that two histories that share a number (a catalog restored
-from a backup, then written again) never look alike. Keys are unique among live rows only (a partial unique index), entry ids are assigned from
-``store_info.next_entry_id`` and never reused, and removing a source no longer deletes its entries' rows (the
-foreign key sets ``source_id`` to NULL instead). ``store_info`` gains the store's id (a UUID), ``next_entry_id`` and
-``oldest_generation`` (the oldest generation gc kept). Existing entries live from generation 1.
+from a backup, then written again) never look alike. Keys are unique among live rows only (a partial unique index),
+entry ids are assigned from ``store_info.next_entry_id`` and never reused, and removing a source no longer deletes
+its entries' rows (the foreign key sets ``source_id`` to NULL instead). ``store_info`` gains the store's id (a
+UUID), ``next_entry_id`` and ``oldest_generation`` (the oldest generation gc kept). Existing entries live from
+generation 1.
 
 SQLite cannot drop a column constraint, so ``entries`` and ``meta_values`` are rebuilt: new tables, rows copied,
 old tables dropped (the child first, so that no foreign-key action fires), new tables renamed.

@@ -25,6 +25,17 @@ depends_on = None
 _ARRAY = "shard_id, offset, nbytes, dtype, shape, checksum"
 
 
+def _array_columns() -> list[sa.Column]:
+    return [
+        sa.Column("shard_id", sa.Integer(), sa.ForeignKey("shards.id"), nullable=False),
+        sa.Column("offset", sa.BigInteger(), nullable=False),
+        sa.Column("nbytes", sa.BigInteger(), nullable=False),
+        sa.Column("dtype", sa.String(), nullable=False),
+        sa.Column("shape", sa.String(), nullable=False),
+        sa.Column("checksum", sa.String(), nullable=False),
+    ]
+
+
 def _entries_table(name: str, with_arrays: bool) -> None:
     columns = [
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
@@ -32,14 +43,7 @@ def _entries_table(name: str, with_arrays: bool) -> None:
         sa.Column("source_id", sa.Integer(), sa.ForeignKey("sources.id", ondelete="SET NULL"), nullable=True),
     ]
     if with_arrays:
-        columns += [
-            sa.Column("shard_id", sa.Integer(), sa.ForeignKey("shards.id"), nullable=False),
-            sa.Column("offset", sa.BigInteger(), nullable=False),
-            sa.Column("nbytes", sa.BigInteger(), nullable=False),
-            sa.Column("dtype", sa.String(), nullable=False),
-            sa.Column("shape", sa.String(), nullable=False),
-            sa.Column("checksum", sa.String(), nullable=False),
-        ]
+        columns += _array_columns()
     columns += [
         sa.Column("metadata", sa.Text(), nullable=False),
         sa.Column("born", sa.Integer(), nullable=False),
@@ -68,12 +72,7 @@ def _swap(with_arrays: bool, copy_entries: str, copy_arrays: str | None) -> None
             "arrays",
             sa.Column("entry_id", sa.Integer(), sa.ForeignKey("entries_next.id", ondelete="CASCADE"), primary_key=True),
             sa.Column("field", sa.String(), primary_key=True),
-            sa.Column("shard_id", sa.Integer(), sa.ForeignKey("shards.id"), nullable=False),
-            sa.Column("offset", sa.BigInteger(), nullable=False),
-            sa.Column("nbytes", sa.BigInteger(), nullable=False),
-            sa.Column("dtype", sa.String(), nullable=False),
-            sa.Column("shape", sa.String(), nullable=False),
-            sa.Column("checksum", sa.String(), nullable=False),
+            *_array_columns(),
         )
         op.execute(copy_arrays)
     else:
