@@ -73,6 +73,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     --align FIELD=AXIS:RATE lines up the time axes of the fields a callback returns as a dict (see docs/fields.md);
     a later compile without --align uses the alignment recorded with the store.
 
+    --scheduler tcp://host:8786 runs the callbacks on a running Dask cluster (pip install lardon_store[dask]):
+    its workers must see DST at the same path (a shared filesystem) and import the callback's module.
+    Python twin: compile(..., executor=distributed.Client(address).get_executor()).
+
     A source whose last compile failed (with --on-error skip) and that has not changed since is not run again: it
     is listed as a known failure, and the command succeeds.
     """
@@ -85,12 +89,18 @@ def cmd_compile(args: argparse.Namespace) -> int:
         bar.n = done
         bar.refresh()
 
-    store = compile(
-        args.src, args.dst, load_callback(args.callback), args.ext or None, force=args.force, progress=progress,
-        callback_version=args.callback_version, on_error=args.on_error, workers=args.workers,
-        exclude=args.exclude or (), align=dict(args.align) if args.align else None,
-        align_tolerance=args.align_tolerance,
-    )  # fmt: skip
+    callback = load_callback(args.callback)
+    client = _dask_client(args.scheduler) if args.scheduler else None
+    try:
+        store = compile(
+            args.src, args.dst, callback, args.ext or None, force=args.force, progress=progress,
+            callback_version=args.callback_version, on_error=args.on_error, workers=args.workers,
+            exclude=args.exclude or (), align=dict(args.align) if args.align else None,
+            align_tolerance=args.align_tolerance, executor=client.get_executor() if client is not None else None,
+        )  # fmt: skip
+    finally:
+        if client is not None:
+            client.close()
     bar.close()
     print(store.last_compile)
     if store.last_compile.known_failures:
@@ -139,6 +149,22 @@ def _shape_dtype(row: dict, sep: str) -> tuple[str, str]:
         " ".join(f"{n}:{sep.join(map(str, f['shape']))}" for n, f in fields),
         " ".join(f"{n}:{f['dtype']}" for n, f in fields),
     )
+
+
+def _dask_client(address: str):
+    """A Dask ``Client`` connected to the scheduler at ``address``; LardonStoreError when Dask is missing or the
+    scheduler cannot be reached."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise LardonStoreError("--scheduler needs Dask: pip install 'lardon_store[dask]'.") from None
+    try:
+        return Client(address, timeout=10)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise LardonStoreError(
+            f"cannot reach the Dask scheduler at {address} ({type(exc).__name__}: {exc}): start it (`dask scheduler`) "
+            "or check the address, e.g. tcp://host:8786."
+        ) from None
 
 
 def _align_spec(text: str) -> tuple[str, tuple[int, int]]:
@@ -329,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip: record a failing source in the catalog and go on")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--workers", type=int, default=0, help="run the callback in N processes (default 0: in this one)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the callbacks on the Dask cluster of this scheduler, e.g. tcp://host:8786")  # fmt: skip
     p.add_argument(
         "--align",
         action="append",

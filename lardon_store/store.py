@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
 from datetime import datetime
 from typing import Any
 
@@ -331,6 +332,7 @@ def compile(  # noqa: A001 - the public name, as in the seed project
     exclude: Sequence[str] = (),
     align: dict[str, tuple[int, int]] | None = None,
     align_tolerance: int | None = None,
+    executor: Executor | None = None,
 ) -> Store:
     """Compile the files of ``source`` into the store at ``target`` and return it (read-only, holding no lock).
 
@@ -343,7 +345,10 @@ def compile(  # noqa: A001 - the public name, as in the seed project
     ``callback_version`` (by default a fingerprint of the callback's code). ``on_error="skip"`` records a failing
     source in the catalog and goes on; the default raises CallbackError.
     ``workers=N`` runs the callbacks in N processes (the callback must pickle); the store is the same as with the
-    default ``workers=0``, which runs them in this process (so lambdas and local functions work).
+    default ``workers=0``, which runs them in this process (so lambdas and local functions work). ``executor=``
+    (any ``concurrent.futures.Executor``, e.g. a Dask cluster's ``client.get_executor()``) runs them as compile
+    tasks that write their own shards on the store's (shared) folder; the entries are the same as with
+    ``workers=0``.
     ``exclude`` globs leave sources out (as if absent); a source that failed and has not changed since is reported in
     the summary's ``known_failures`` instead of being run (and failing) again.
     The summary (a CompileSummary) is in the returned store's ``last_compile``.
@@ -351,7 +356,7 @@ def compile(  # noqa: A001 - the public name, as in the seed project
     summary = compile_store(
         source, target, callback, valid_exts, force=force, callback_version=callback_version, on_error=on_error,
         max_shard_bytes=max_shard_bytes, progress=progress, workers=workers, exclude=exclude, align=align,
-        align_tolerance=align_tolerance,
+        align_tolerance=align_tolerance, executor=executor,
     )  # fmt: skip
     store = Store(target, readonly=True)
     store.last_compile = summary

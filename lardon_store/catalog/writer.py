@@ -97,6 +97,8 @@ class CatalogWriter:
         self.pending_sources: list[dict] = []
         self.pending_entries: list[tuple[str, dict, dict]] = []  # (source path or "", entry row, metadata)
         self.pending_bytes = 0
+        self.placed_bytes = 0  # bytes of the shards that compile tasks wrote (see add_placed)
+        self._placed_shards: set[str] = set()
         self.entries_written = 0
         self.existing_shards: dict[str, int] = {}
         self.retired_sources: list[int] = []
@@ -134,6 +136,29 @@ class CatalogWriter:
                 placed.append((name, shard_path, offset, nbytes, array.dtype.str, shape_to_text(array.shape), crc))
                 self.pending_bytes += nbytes
             self.pending_entries.append((source_path, {"key": key, "arrays": placed, "metadata": to_json(md)}, md))
+
+    def add_placed(
+        self, source_row: dict, shard: str | None, shard_size: int, items: list[tuple[str, list[tuple], dict]]
+    ) -> None:
+        """Reference entries whose bytes another process already wrote and fsynced into the new shard ``shard``
+        (``shard_size`` bytes): a compile task's. An item is ``(key, [(field, offset, nbytes, dtype, shape text,
+        checksum)], metadata)``; its rows (and ``source_row``) wait for the next ``commit``."""
+        for _, arrays, _ in items:
+            self.check_fields(tuple(a[0] for a in arrays), source_row["path"])
+        self.pending_sources.append(source_row)
+        if shard is not None:
+            self.existing_shards[shard] = shard_size
+            if shard not in self._placed_shards:
+                self._placed_shards.add(shard)
+                self.placed_bytes += shard_size
+        for key, arrays, md in items:
+            placed = [
+                (name, shard, offset, nbytes, dtype, shape, crc) for name, offset, nbytes, dtype, shape, crc in arrays
+            ]
+            self.pending_entries.append(
+                (source_row["path"], {"key": key, "arrays": placed, "metadata": to_json(md)}, md)
+            )
+            self.pending_bytes += sum(a[2] for a in arrays)
 
     def add_existing(self, key: str, relpath: str, size: int, dtype: np.dtype, shape: tuple, crc: str, md: dict):
         """Reference a whole file already inside the store (a legacy lardon file) as the bytes of entry ``key``."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +29,9 @@ from ..format.layout import DEFAULT_MAX_SHARD_BYTES
 from ..handle import StoreHandle
 from ..io.lock import store_lock
 from .callback import Callback, callback_fingerprint, default_callback, prepare, split_result
-from .parallel import in_background, run_callbacks
+from .parallel import Outcome, in_background, run_callbacks
 from .scan import check_keys, entry_key, file_hash, same_content, scan_stats
+from .tasks import SourceResult, run_tasks
 
 __all__ = ["CompileSummary", "Plan", "compile_store", "plan"]
 
@@ -122,6 +124,38 @@ def plan(
     return Plan(todo, deleted, unchanged, known_failures)
 
 
+@dataclass(frozen=True, slots=True)
+class Local:
+    """What the callback did on one source in this process or a worker pool: its outcome, and the source's hash."""
+
+    outcome: Outcome
+    content_hash: str | None
+
+
+def _entries(result: Local | SourceResult, path: Path, key: str, alignment: Alignment, writer: CatalogWriter) -> list:
+    """The entries of one source, checked: ``(key, data, metadata)`` to write, or, for a compile task's result,
+    ``(key, placed arrays, metadata)`` already written. CallbackError or InvalidDataError otherwise."""
+    if isinstance(result, SourceResult):
+        items = [(key + p.suffix, p.arrays, p.metadata) for p in result.unwrap(path)]
+        for _, arrays, _ in items:
+            writer.check_fields(tuple(a[0] for a in arrays), str(path))
+        return items
+    try:
+        value = result.outcome.unwrap()
+    except Exception as exc:
+        raise CallbackError(
+            f"{path}: the callback raised {type(exc).__name__}: {str(exc).rstrip('.')}. Sources compiled before it "
+            "are kept; fix the file or the callback and compile again, or pass on_error='skip'."
+        ) from exc
+    items = []
+    for suffix, data, md in split_result(value, str(path)):
+        where = f"{path}{suffix and ' item ' + suffix[1:]}"
+        data, md = prepare(data, md, where, alignment)
+        writer.check_fields(tuple(data) if isinstance(data, dict) else (UNNAMED,), where)
+        items.append((key + suffix, data, md))
+    return items
+
+
 def _realign_message(target: Path, recorded: Alignment, given: Alignment) -> str:
     was = (
         f"align={ {f: (recorded.axes[f], recorded.rates[f]) for f in sorted(recorded.rates)} }"
@@ -151,6 +185,7 @@ def compile_store(
     exclude: Sequence[str] = (),
     align: dict[str, tuple[int, int]] | None = None,
     align_tolerance: int | None = None,
+    executor: Executor | None = None,
 ) -> CompileSummary:
     """Compile the files of ``source`` into the store at ``target`` (created if missing); return what was done.
 
@@ -166,7 +201,12 @@ def compile_store(
     ``align={field: (axis, rate)}`` lines up the time axes of the fields a dict-returning callback makes (see
     ``format/fields.py``); it is recorded with the store and used again when a later compile gives none.
     ``align_tolerance`` (default: the recorded one, else 2) is how many steps the aligned fields may differ by.
+    ``executor`` (any ``concurrent.futures.Executor``: a process pool, a Dask cluster's ``client.get_executor()``)
+    runs the callbacks as compile tasks that write their own shards (see ``tasks.py``); the store holds the same
+    entries as with ``workers=0``.
     """
+    if executor is not None and workers:
+        raise ValueError("give workers= or executor=, not both: the executor decides how many workers run the tasks")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     started = time.perf_counter()
@@ -196,10 +236,6 @@ def compile_store(
         summary.unchanged, summary.deleted = work.unchanged, len(work.deleted)
         summary.known_failures = work.known_failures
         paths = [str(src / rel) for rel, _ in work.todo]
-        outcomes = run_callbacks(callback, paths, workers)
-        # Large sources are hashed on a thread while the callback runs; small ones here (a thread would cost more).
-        large = sum(stats[rel][0] for rel, _ in work.todo) >= _BACKGROUND_HASH_BYTES * max(len(paths), 1)
-        hashes = in_background(file_hash, paths) if large else map(file_hash, paths)
         writer = CatalogWriter(store.engine, store.root, max_shard_bytes, "compile")
         if align is None:
             tolerance = recorded.tolerance if align_tolerance is None else align_tolerance
@@ -207,35 +243,30 @@ def compile_store(
         if alignment and alignment != recorded:
             writer.alignment = alignment  # (recorded with the first batch)
         writer.retire_sources(work.deleted)  # (committed with the first batch, in its generation)
+        if executor is not None:
+            sizes = [stats[rel][0] for rel, _ in work.todo]
+            remote = run_tasks(executor, callback, store.root, paths, sizes, writer.writer.reserve, alignment)
+        else:
+            outcomes = run_callbacks(callback, paths, workers)
+            # Large sources are hashed on a thread while the callback runs; small ones here (a thread costs more).
+            large = sum(stats[rel][0] for rel, _ in work.todo) >= _BACKGROUND_HASH_BYTES * max(len(paths), 1)
+            hashes = in_background(file_hash, paths) if large else map(file_hash, paths)
         try:
             for done, (rel, kind) in enumerate(work.todo):
-                outcome = next(outcomes)
                 path = src / rel
+                result = next(remote) if executor is not None else Local(next(outcomes), next(hashes))
                 size, mtime_ns = stats[rel]  # (as the scan saw them: a file changed since is seen changed next time)
                 source_row = {
                     "path": rel,
                     "size": size,
                     "mtime_ns": mtime_ns,
-                    "content_hash": next(hashes),
+                    "content_hash": result.content_hash,
                     "callback_version": version,
                     "status": "ok",
                     "error": None,
                 }
                 try:
-                    try:
-                        result = outcome.unwrap()
-                    except Exception as exc:
-                        raise CallbackError(
-                            f"{path}: the callback raised {type(exc).__name__}: {str(exc).rstrip('.')}. Sources "
-                            "compiled before it are kept; fix the file or the callback and compile again, or pass "
-                            "on_error='skip'."
-                        ) from exc
-                    items = []
-                    for suffix, data, md in split_result(result, str(path)):
-                        where = f"{path}{suffix and ' item ' + suffix[1:]}"
-                        data, md = prepare(data, md, where, alignment)
-                        writer.check_fields(tuple(data) if isinstance(data, dict) else (UNNAMED,), where)
-                        items.append((entry_key(rel) + suffix, data, md))
+                    items = _entries(result, path, entry_key(rel), alignment, writer)
                 except (CallbackError, InvalidDataError) as exc:
                     if on_error == "raise":
                         writer.commit()  # the sources before this one are complete: keep them
@@ -243,6 +274,8 @@ def compile_store(
                     summary.failed += 1
                     cause = exc.__cause__ if isinstance(exc, CallbackError) and exc.__cause__ is not None else exc
                     reason = f"{type(cause).__name__}: {cause}"  # (recorded without the advice: it was skipped)
+                    if isinstance(result, SourceResult) and result.error is not None:
+                        reason = result.failure_reason()
                     summary.failures.append((rel, reason))
                     source_row.update(status="failed", error=reason)
                     items = []
@@ -250,20 +283,26 @@ def compile_store(
                     summary.new += kind == "new"
                     summary.changed += kind == "changed"
                 # Replacing a source's row retires its old entries in the same transaction.
-                writer.add(source_row, items)
+                if isinstance(result, SourceResult):
+                    writer.add_placed(source_row, result.shard, result.shard_size, items)
+                else:
+                    writer.add(source_row, items)
                 if writer.full():
                     writer.commit()
                 if progress is not None:
                     progress(done + 1, len(work.todo))
             writer.commit()
         finally:
-            outcomes.close()
-            if large:
-                hashes.close()
+            if executor is not None:
+                remote.close()
+            else:
+                outcomes.close()
+                if large:
+                    hashes.close()
             writer.close()
         checkpoint(store.engine)
         summary.entries_written = writer.entries_written
-        summary.bytes_written = writer.writer.bytes_written
+        summary.bytes_written = writer.writer.bytes_written + writer.placed_bytes
         summary.generations = list(writer.generations)
     summary.seconds = time.perf_counter() - started
     return summary

@@ -6,6 +6,8 @@ A store is a folder holding:
   ("LRDN") so that other tools can tell it apart;
 - ``blobs/shard-NNNNNN.bin``: the shard files (``BLOBS_DIR``, ``shard_name(n)``): array bytes, each array
   C-contiguous at an offset that is a multiple of ``ALIGNMENT`` (64 bytes), zero bytes in the gaps, no header;
+- ``blobs/shard-NNNNNN.bin.<hex>.part``: a shard being written by a compile task on an executor (``part_name``),
+  renamed to its shard's name once written and fsynced; one left behind (a killed task) is only gc's to remove;
 - ``write.lock``: the file whose ``flock`` makes one writer at a time (``LOCK_NAME``);
 - ``snapshot/``: the query snapshot kept between processes (``SNAPSHOT_DIR``; see ``query/persisted.py``), which
   may be deleted at any time.
@@ -33,10 +35,12 @@ __all__ = [
     "MAX_NBYTES",
     "MAX_NDIM",
     "NEXT_SHARD_KEY",
+    "PART_PATTERN",
     "SHARD_PATTERN",
     "SNAPSHOT_DIR",
     "is_safe_relpath",
     "packed_size",
+    "part_name",
     "shard_name",
     "shard_number",
 ]
@@ -54,11 +58,17 @@ MAX_NBYTES = 1 << 62  # an offset or size at or past this is refused as damage
 MAX_NDIM = 64  # numpy's own limit on dimensions
 
 SHARD_PATTERN = re.compile(rf"^{BLOBS_DIR}/shard-([0-9]{{6}})\.bin$")
+PART_PATTERN = re.compile(rf"^{BLOBS_DIR}/shard-[0-9]{{6}}\.bin\.[0-9a-f]{{32}}\.part$")
 
 
 def shard_name(number: int) -> str:
     """The catalog path of shard ``number``: ``blobs/shard-NNNNNN.bin``."""
     return f"{BLOBS_DIR}/shard-{number:06d}.bin"
+
+
+def part_name(number: int, token: str) -> str:
+    """The path a compile task writes shard ``number`` under before renaming it (``token``: 32 hex digits)."""
+    return f"{shard_name(number)}.{token}.part"
 
 
 def shard_number(relpath: str) -> int | None:

@@ -25,6 +25,8 @@ from ..format.layout import (
     ALIGNMENT,
     BLOBS_DIR,
     DEFAULT_MAX_SHARD_BYTES,
+    MAX_NBYTES,
+    PART_PATTERN,
     SHARD_PATTERN,
     is_safe_relpath,
     shard_name,
@@ -75,7 +77,8 @@ def start_writeback(fd: int, offset: int, nbytes: int) -> None:
 
 
 def shard_files_on_disk(root: Path) -> dict[str, int]:
-    """Catalog path → size of every shard file in ``root/blobs``, whether the catalog knows it or not."""
+    """Catalog path → size of every shard file in ``root/blobs``, whether the catalog knows it or not, and of every
+    part file a compile task left there (killed before it renamed it: only gc's to remove)."""
     found = {}
     try:
         names = os.listdir(root / BLOBS_DIR)
@@ -83,7 +86,7 @@ def shard_files_on_disk(root: Path) -> dict[str, int]:
         return found
     for name in names:
         relpath = f"{BLOBS_DIR}/{name}"
-        if shard_number(relpath) is not None and not os.path.islink(root / relpath):
+        if (shard_number(relpath) is not None or PART_PATTERN.match(relpath)) and not os.path.islink(root / relpath):
             found[relpath] = os.path.getsize(root / relpath)
     return found
 
@@ -122,7 +125,8 @@ class ShardWriter:
 
     ``shards`` maps each existing shard's catalog path to its size on disk; new shards are numbered after the
     highest existing one, after any shard file left on disk by a crash, and after ``min_number - 1`` (so a number
-    that gc freed is never reused while a reader may still map the old file). The writer only ever appends.
+    that gc freed is never reused while a reader may still map the old file). The writer only ever appends. With
+    ``single=relpath`` it fills that one file, however large (a compile task's part file, see ``PART_SUFFIX``).
 
     Writing runs on one background thread, in order: ``append`` places the array (its shard and offset are known at
     once) and returns a future of its checksum, so that the caller loads the next array while this one is copied
@@ -140,12 +144,14 @@ class ShardWriter:
         *,
         append_to_newest: bool = True,
         min_number: int = 1,
+        single: str | None = None,
     ):
         self.root = root
-        self.max_shard_bytes = max_shard_bytes
+        self.max_shard_bytes = max_shard_bytes if single is None else MAX_NBYTES
         numbers = [n for n in map(shard_number, existing) if n is not None]
-        on_disk = [n for n in map(shard_number, shard_files_on_disk(root)) if n is not None]
+        on_disk = [] if single else [n for n in map(shard_number, shard_files_on_disk(root)) if n is not None]
         self._next_number = max(numbers + on_disk + [min_number - 1], default=0) + 1
+        self._single = single
         self._file = None
         self._path: str | None = None
         self._size = 0
@@ -168,6 +174,11 @@ class ShardWriter:
     def next_number(self) -> int:
         """The number the next new shard will take."""
         return self._next_number
+
+    def reserve(self) -> int:
+        """A shard number for another writer to fill (see ``single``): this writer will not use it."""
+        self._next_number += 1
+        return self._next_number - 1
 
     def _submit(self, function, *args) -> Future:
         if self._pool is None:
@@ -200,7 +211,7 @@ class ShardWriter:
         pad = -self._size % ALIGNMENT
         if self._file is None or (self._size > 0 and self._size + pad + nbytes > self.max_shard_bytes):
             self._flush_small()
-            self._open(shard_name(self._next_number), 0)
+            self._open(self._single or shard_name(self._next_number), 0)
             self._next_number += 1
             pad = 0
         offset = self._size + pad
