@@ -9,8 +9,11 @@ A read-only handle also opens a store on read-only media (or in a folder this us
 cannot create the catalog's ``-shm`` file there and nothing is left in its ``-wal``, the catalog is opened as
 immutable (``immutable=True`` asks for that directly, for network filesystems nobody writes while it is open).
 
-Per process: the engine and the shard maps are made anew after ``fork`` (a child never uses its parent's sqlite3
-connection or maps), and a handle pickles as its path and mode.
+The catalog is the folder's SQLite file, or the PostgreSQL database the folder's ``catalog.url`` names (see
+``catalog/engine.py``): ``catalog=URL`` chooses it when creating, and overrides what the folder says when opening.
+
+Per process: the engine and the shard maps are made anew after ``fork`` (a child never uses its parent's database
+connection or maps), and a handle pickles as its path, mode and catalog override.
 """
 
 from __future__ import annotations
@@ -24,23 +27,30 @@ from sqlalchemy import Engine
 
 from .catalog import migrate, reads
 from .catalog.engine import (
-    catalog_path,
+    CatalogLocation,
+    catalog_lock,
     check_application_id,
     check_no_foreign_tables,
+    locate,
     make_engine,
     needs_immutable,
     read_errors,
+    record_location,
 )
-from .errors import ReadOnlyStoreError, StoreNotFoundError
+from .errors import IncompatibleSchemaError, ReadOnlyStoreError, StoreNotFoundError
 from .format.columns import Columns
-from .format.layout import BLOBS_DIR, CATALOG_NAME
+from .format.layout import BLOBS_DIR, CATALOG_NAME, CATALOG_URL_NAME
 from .io.shards import ShardReader
 
 __all__ = ["StoreHandle"]
 
 
-def _check_catalog_file(root: Path) -> None:
-    path = catalog_path(root)
+def _check_catalog_file(location: CatalogLocation) -> None:
+    root, path = location.root, location.path
+    if location.url is not None:
+        if not root.is_dir():
+            raise StoreNotFoundError(f"{root}: no store folder here (its catalog would be {location}).")
+        return
     if not path.is_file():
         raise StoreNotFoundError(
             f"{root}: no lardon_store catalog ({CATALOG_NAME}) here: create one with "
@@ -55,27 +65,48 @@ def _check_catalog_file(root: Path) -> None:
 class StoreHandle:
     """A store folder opened read-only (the default) or writable: its engine, reader and catalog look-ups."""
 
-    def __init__(self, root: str | os.PathLike, readonly: bool = True, immutable: bool = False):
-        self._setup(Path(root).absolute(), readonly or immutable)
-        _check_catalog_file(self.root)
-        self.immutable = bool(immutable) or (self.readonly and needs_immutable(self.root))
+    def __init__(
+        self, root: str | os.PathLike, readonly: bool = True, immutable: bool = False, catalog: str | None = None
+    ):
+        self._setup(Path(root).absolute(), readonly or immutable, catalog)
+        _check_catalog_file(self.catalog)
+        self.immutable = bool(immutable) or (self.readonly and needs_immutable(self.catalog))
         self._check_revision()
 
     @classmethod
-    def create(cls, root: str | os.PathLike) -> StoreHandle:
-        """A writable handle on the store at ``root``, created (folder, ``blobs/``, catalog at head) if missing."""
+    def create(cls, root: str | os.PathLike, catalog: str | None = None) -> StoreHandle:
+        """A writable handle on the store at ``root``, created (folder, ``blobs/``, catalog at head) if missing;
+        ``catalog``: the PostgreSQL URL of a new store's catalog (see ``catalog/engine.py``)."""
         handle = cls.__new__(cls)
-        handle._setup(Path(root).absolute(), readonly=False)
+        handle._setup(Path(root).absolute(), False, catalog)
         (handle.root / BLOBS_DIR).mkdir(parents=True, exist_ok=True)
-        if catalog_path(handle.root).exists():
+        location = handle.catalog
+        if location.url is None and location.path.exists():
             handle._check_revision()
-        else:
+        elif location.url is None:
             migrate.upgrade(handle.engine)
+        else:
+            new = not (handle.root / CATALOG_URL_NAME).exists()
+            with read_errors(location), catalog_lock(handle.engine, location):
+                with handle.engine.connect() as conn:
+                    current = migrate.check_revision(conn, str(location), readonly=False)
+                    if current is None:
+                        check_no_foreign_tables(conn, location)
+                    elif new:
+                        raise IncompatibleSchemaError(
+                            f"{location}: this database already holds a lardon_store catalog (of another store "
+                            "folder): a store owns its whole database. Create another database for this store."
+                        )
+                if current != migrate.head_revision():
+                    migrate.upgrade(handle.engine)
+            record_location(location)
         return handle
 
-    def _setup(self, root: Path, readonly: bool) -> None:
+    def _setup(self, root: Path, readonly: bool, catalog: str | None = None) -> None:
         self.root = root
         self.readonly = readonly
+        self._catalog_arg = catalog
+        self.catalog = locate(root, catalog)
         self.immutable = False
         self._engine: Engine | None = None
         self._engine_pid = -1
@@ -83,28 +114,32 @@ class StoreHandle:
         self._store_id: str | None = None
 
     def _check_revision(self) -> None:
-        if not self.readonly and not all(os.access(p, os.W_OK) for p in (self.root, catalog_path(self.root))):
+        files = (self.root,) if self.catalog.url is not None else (self.root, self.catalog.path)
+        if not self.readonly and not all(os.access(p, os.W_OK) for p in files):
             raise ReadOnlyStoreError(
                 f"{self.root}: cannot open this store for writing: the folder or its catalog is read-only (a "
                 "read-only filesystem, or files you cannot write). Open it read-only with lardon_store.open(path)."
             )
-        probe = make_engine(self.root, readonly=True, immutable=self.immutable)
+        probe = make_engine(self.catalog, readonly=True, immutable=self.immutable)
         try:
-            with probe.connect() as conn:
-                check_application_id(conn, catalog_path(self.root))
+            with read_errors(self.catalog), probe.connect() as conn:
+                check_application_id(conn, self.catalog)
                 current = migrate.check_revision(conn, str(self.root), self.readonly)
                 if current is None:
-                    check_no_foreign_tables(conn, catalog_path(self.root))
+                    check_no_foreign_tables(conn, self.catalog)
         finally:
             probe.dispose()
         if not self.readonly and current != migrate.head_revision():
-            migrate.upgrade(self.engine)
+            with catalog_lock(self.engine, self.catalog):
+                migrate.upgrade(self.engine)
 
     @property
     def engine(self) -> Engine:
         """The catalog's SQLAlchemy engine (one per process)."""
         if self._engine is None or self._engine_pid != os.getpid():
-            self._engine = make_engine(self.root, self.readonly, self.immutable)
+            if self._engine is not None and self.catalog.url is not None:
+                self._engine.dispose(close=False)  # (the parent's pooled connections are not ours to use or close)
+            self._engine = make_engine(self.catalog, self.readonly, self.immutable)
             self._engine_pid = os.getpid()
         return self._engine
 
@@ -118,11 +153,17 @@ class StoreHandle:
         """The shard maps of this process."""
         return self._reader
 
+    def writing(self):
+        """A context holding the catalog's single-writer lock (PostgreSQL; a no-op for SQLite, whose writers hold
+        the folder's ``write.lock``): StoreLockedError at once if another writer holds it."""
+        return catalog_lock(self.engine, self.catalog)
+
     def __getstate__(self) -> dict[str, Any]:
-        return {"root": str(self.root), "readonly": self.readonly, "immutable": self.immutable}
+        return {"root": str(self.root), "readonly": self.readonly, "immutable": self.immutable,
+                "catalog": self._catalog_arg}  # fmt: skip
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["root"], state["readonly"], state.get("immutable", False))
+        self.__init__(state["root"], state["readonly"], state.get("immutable", False), state.get("catalog"))
 
     def __repr__(self) -> str:
         mode = "read-only" if self.readonly else "writable"
@@ -131,13 +172,13 @@ class StoreHandle:
     # --- catalog look-ups ------------------------------------------------------------------------------------
     def load_columns(self, condition: Any = None, *, order_by: Any = None, limit: int | None = None) -> Columns:
         """The validated columns of the entries matching an SQLAlchemy ``condition`` (see ``catalog.reads``)."""
-        with read_errors(catalog_path(self.root)), self.engine.connect() as conn:
+        with read_errors(self.catalog), self.engine.connect() as conn:
             return reads.load_columns(conn, str(self.root), condition, order_by=order_by, limit=limit)
 
     def keys_of(self, ids: np.ndarray, generation: int | None = None) -> list[str]:
         """The keys of entry ``ids``, in order (``generation``: the one they were selected at, for the error that
         says gc reclaimed them)."""
-        with read_errors(catalog_path(self.root)), self.engine.connect() as conn:
+        with read_errors(self.catalog), self.engine.connect() as conn:
             return reads.keys_of(conn, ids, str(self.root), generation)
 
     def ids_with_key(self, key: str) -> list[int]:
@@ -147,7 +188,7 @@ class StoreHandle:
 
     def metadata_of(self, entry_id: int, generation: int | None = None) -> dict[str, Any]:
         """The metadata dict of entry ``entry_id``."""
-        with read_errors(catalog_path(self.root)), self.engine.connect() as conn:
+        with read_errors(self.catalog), self.engine.connect() as conn:
             return reads.metadata_of(conn, entry_id, str(self.root), generation)
 
     @property

@@ -150,6 +150,7 @@ class LardonParser:
         try:
             stack.enter_context(store_lock(self.parsed_path))
             self.store = StoreHandle.create(self.parsed_path)
+            stack.enter_context(self.store.writing())
             self._writer = CatalogWriter(self.store.engine, self.store.root, self.max_shard_bytes, "lardon parser")
             stack.callback(self._writer.close)
             if not self.force:

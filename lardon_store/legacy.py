@@ -18,6 +18,7 @@ import io
 import os
 import pickle
 import re
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from .catalog.writer import CatalogWriter
 from .compiler.scan import entry_key
 from .errors import InvalidDataError, LegacyStoreError, UnsafeLegacyCatalogError
 from .format.codecs import checksum, checksum_of_chunks, dtype_to_descr
-from .format.layout import DEFAULT_MAX_SHARD_BYTES, LEGACY_CATALOG, is_safe_relpath
+from .format.layout import CATALOG_URL_NAME, DEFAULT_MAX_SHARD_BYTES, LEGACY_CATALOG, is_safe_relpath
 from .format.metadata import normalize
 from .handle import StoreHandle
 from .io.lock import store_lock
@@ -186,7 +187,7 @@ def import_lardon(
     legacy = root / LEGACY_CATALOG
     if not legacy.is_file():
         raise LegacyStoreError(f"{root}: no {LEGACY_CATALOG} here: this is not a folder of the original lardon.")
-    if catalog_path(root).exists():
+    if catalog_path(root).exists() or (root / CATALOG_URL_NAME).exists():
         raise LegacyStoreError(
             f"{root}: already has a lardon_store catalog; open it with lardon_store.parse_folder or lardon_store.open."
         )
@@ -198,8 +199,9 @@ def import_lardon(
             raise LegacyStoreError(f"{root}: files {seen[key]!r} and {relpath!r} would both be entry {key!r}.")
         seen[key] = relpath
         checked.append((relpath, key, dtype, shape, size, md))
-    with store_lock(root):
+    with store_lock(root), ExitStack() as held:
         store = StoreHandle.create(root)
+        held.enter_context(store.writing())
         writer = CatalogWriter(store.engine, store.root, max_shard_bytes, "import lardon")
         try:
             for relpath, key, dtype, shape, size, md in checked:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import and_
 
-from .catalog.engine import catalog_path, read_errors
+from .catalog.engine import read_errors
 from .catalog.reads import current_generation, history, load_columns, summary
 from .catalog.schema import entries
 from .compiler.callback import Callback, default_callback
@@ -45,8 +45,10 @@ __all__ = ["Store", "compile", "migrate_store", "open_store"]
 class Store(StoreHandle):
     """A store folder, opened read-only (the default) or writable."""
 
-    def __init__(self, root: str | os.PathLike, readonly: bool = True, immutable: bool = False):
-        super().__init__(root, readonly, immutable)
+    def __init__(
+        self, root: str | os.PathLike, readonly: bool = True, immutable: bool = False, catalog: str | None = None
+    ):
+        super().__init__(root, readonly, immutable, catalog)
         self._all: tuple[object, Selection] | None = None
         self.last_compile: CompileSummary | None = None
 
@@ -58,7 +60,7 @@ class Store(StoreHandle):
 
     def history(self) -> list[Generation]:
         """Every generation: its number, UTC time, operation, and the entries it added and removed."""
-        with read_errors(catalog_path(self.root)), self.engine.connect() as conn:
+        with read_errors(self.catalog), self.engine.connect() as conn:
             rows = history(conn)
         return [Generation(g, datetime.fromisoformat(t), op, a, r) for g, t, op, a, r in rows]
 
@@ -265,7 +267,7 @@ class Store(StoreHandle):
     # --- summary and maintenance ----------------------------------------------------------------------------
     def info(self) -> StoreInfo:
         """A summary: entries, bytes, dtypes, shape ranges per ndim, metadata keys, shards, failed sources."""
-        with read_errors(catalog_path(self.root)), self.engine.connect() as conn:
+        with read_errors(self.catalog), self.engine.connect() as conn:
             counts = summary(conn)
         everything = self.all()
         ranges = {name: _shape_ranges(everything.entry_columns.part(name)) for name in everything.entry_columns.names}
@@ -301,20 +303,25 @@ def _shape_ranges(c: Columns) -> dict[int, tuple[list[int], list[int]]]:
     return ranges
 
 
-def open_store(path: str | os.PathLike, readonly: bool = True, immutable: bool = False) -> Store:
+def open_store(
+    path: str | os.PathLike, readonly: bool = True, immutable: bool = False, catalog: str | None = None
+) -> Store:
     """Open the store at ``path``: read-only by default (``readonly=False`` to write, upgrading an old catalog).
 
     A read-only store opens on read-only media too. ``immutable=True`` tells SQLite that nobody writes the catalog
     while it is open (no locking, no WAL): for a published store on a network filesystem. Concurrent writers with
-    readers on other hosts need the PostgreSQL catalog instead."""
+    readers on other hosts need the PostgreSQL catalog instead.
+
+    A store whose catalog is in PostgreSQL is found through the folder's ``catalog.url``; ``catalog=URL`` (or the
+    environment variable ``LARDON_STORE_CATALOG``) overrides it, e.g. when the database moved."""
     if immutable and not readonly:
         raise ValueError("immutable=True opens a store read-only: leave readonly at its default (True).")
-    return Store(path, readonly=readonly, immutable=immutable)
+    return Store(path, readonly=readonly, immutable=immutable, catalog=catalog)
 
 
-def migrate_store(path: str | os.PathLike) -> str:
+def migrate_store(path: str | os.PathLike, catalog: str | None = None) -> str:
     """Upgrade the catalog at ``path`` to this version's schema (a no-op when current); return its revision."""
-    return Store(path, readonly=False).revision() or ""
+    return Store(path, readonly=False, catalog=catalog).revision() or ""
 
 
 def compile(  # noqa: A001 - the public name, as in the seed project
@@ -333,6 +340,7 @@ def compile(  # noqa: A001 - the public name, as in the seed project
     align: dict[str, tuple[int, int]] | None = None,
     align_tolerance: int | None = None,
     executor: Executor | None = None,
+    catalog: str | None = None,
 ) -> Store:
     """Compile the files of ``source`` into the store at ``target`` and return it (read-only, holding no lock).
 
@@ -348,7 +356,8 @@ def compile(  # noqa: A001 - the public name, as in the seed project
     default ``workers=0``, which runs them in this process (so lambdas and local functions work). ``executor=``
     (any ``concurrent.futures.Executor``, e.g. a Dask cluster's ``client.get_executor()``) runs them as compile
     tasks that write their own shards on the store's (shared) folder; the entries are the same as with
-    ``workers=0``.
+    ``workers=0``. ``catalog="postgresql+psycopg://user@host/db"`` puts a new store's catalog in that PostgreSQL
+    database (the folder records the URL, without password, in ``catalog.url``).
     ``exclude`` globs leave sources out (as if absent); a source that failed and has not changed since is reported in
     the summary's ``known_failures`` instead of being run (and failing) again.
     The summary (a CompileSummary) is in the returned store's ``last_compile``.
@@ -356,8 +365,8 @@ def compile(  # noqa: A001 - the public name, as in the seed project
     summary = compile_store(
         source, target, callback, valid_exts, force=force, callback_version=callback_version, on_error=on_error,
         max_shard_bytes=max_shard_bytes, progress=progress, workers=workers, exclude=exclude, align=align,
-        align_tolerance=align_tolerance, executor=executor,
+        align_tolerance=align_tolerance, executor=executor, catalog=catalog,
     )  # fmt: skip
-    store = Store(target, readonly=True)
+    store = Store(target, readonly=True, catalog=catalog)
     store.last_compile = summary
     return store

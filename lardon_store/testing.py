@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,9 @@ def store_from_arrays(
     """Add ``(key, array, metadata)`` items to the store at ``root`` (created if missing), committed at once;
     return the store opened read-only. Arrays and metadata are checked as a compile checks a callback's result."""
     root = Path(root).absolute()
-    with store_lock(root):
+    with store_lock(root), ExitStack() as held:
         handle = StoreHandle.create(root)
+        held.enter_context(handle.writing())
         writer = CatalogWriter(handle.engine, handle.root, max_shard_bytes, "testing")
         try:
             for key, array, metadata in items:

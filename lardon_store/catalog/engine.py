@@ -1,40 +1,140 @@
-"""The catalog's engine: one SQLAlchemy engine on ``catalog.sqlite``, read-only or writable.
+"""Where a store's catalog is, and its engine: SQLite in the store folder (the default) or a PostgreSQL database.
 
-SQLite specifics live here: the connection PRAGMAs (``busy_timeout``, ``foreign_keys``, WAL and ``synchronous=NORMAL``
-for writers), ``mode=ro`` URIs for readers, and the explicit ``BEGIN`` that makes every transaction (DDL included)
-atomic and every read see one snapshot.
+Location
+--------
+A store's catalog is ``catalog.sqlite`` in its folder unless the folder holds ``catalog.url`` (``CATALOG_URL_NAME``):
+one line, the SQLAlchemy URL of a PostgreSQL database (``postgresql+psycopg://user@host/dbname``), written without
+any password (passwords come from libpq's usual places: ``PGPASSWORD``, ``~/.pgpass``, a service file). A store owns
+its whole database: one store per database. ``locate`` reads it; an explicit ``catalog=`` URL, then the environment
+variable ``LARDON_STORE_CATALOG`` (``CATALOG_ENV``), override what the folder says.
+
+Engines
+-------
+SQLite specifics live here: the connection PRAGMAs (``busy_timeout``, ``foreign_keys``, WAL and
+``synchronous=NORMAL`` for writers), ``mode=ro`` URIs for readers, and the explicit ``BEGIN`` that makes every
+transaction (DDL included) atomic and every read see one snapshot. PostgreSQL engines keep a small pool per process
+(made anew after ``fork`` by the handle); read-only ones set ``default_transaction_read_only``. The one writer of a
+PostgreSQL catalog holds a session advisory lock (``catalog_lock``), which the server releases when the session ends,
+so a killed writer frees it.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import DatabaseError
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError, InterfaceError
+from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.pool import NullPool
 
-from ..errors import CorruptStoreError, IncompatibleSchemaError, StoreIOError
-from ..format.layout import APPLICATION_ID, CATALOG_NAME
+from ..errors import CorruptStoreError, IncompatibleSchemaError, LardonStoreError, StoreIOError, StoreLockedError
+from ..format.layout import APPLICATION_ID, CATALOG_NAME, CATALOG_URL_NAME
 
 __all__ = [
+    "CATALOG_ENV",
+    "LOCK_KEY",
+    "CatalogLocation",
+    "catalog_lock",
     "catalog_path",
     "check_application_id",
     "check_no_foreign_tables",
     "checkpoint",
+    "locate",
     "make_engine",
     "needs_immutable",
     "read_error",
     "read_errors",
+    "record_location",
 ]
+
+CATALOG_ENV = "LARDON_STORE_CATALOG"
+LOCK_KEY = 0x4C52444E  # the advisory lock of a PostgreSQL catalog's one writer ("LRDN")
 
 
 def catalog_path(root: str | os.PathLike) -> Path:
-    """The catalog file of the store at ``root``."""
+    """The SQLite catalog file of the store at ``root``."""
     return Path(root) / CATALOG_NAME
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogLocation:
+    """Where the catalog of the store at ``root`` is: its SQLite file (``url`` None) or a PostgreSQL URL."""
+
+    root: Path
+    url: str | None = None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url is None
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file (for a PostgreSQL catalog: where it would be)."""
+        return catalog_path(self.root)
+
+    @property
+    def host(self) -> str:
+        """The PostgreSQL server, as messages name it (its host, or its socket folder)."""
+        u = make_url(self.url)
+        host = u.host or u.query.get("host") or "localhost"
+        return f"{host if isinstance(host, str) else host[0]}:{u.port or u.query.get('port') or 5432}"
+
+    def __str__(self) -> str:
+        return str(self.path) if self.url is None else without_password(self.url)
+
+
+def without_password(url: str) -> str:
+    """``url`` with any password removed (what the store folder records and what messages show)."""
+    return make_url(url).set(password=None).render_as_string(hide_password=False)
+
+
+def _check_url(url: str, where: str) -> str:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise LardonStoreError(f"{where}: {url!r} is not a database URL ({exc}).") from None
+    if parsed.get_backend_name() != "postgresql":
+        raise LardonStoreError(
+            f"{where}: catalog URL {without_password(url)!r} is not PostgreSQL: give "
+            "postgresql+psycopg://user@host/dbname, or no catalog for the SQLite file in the store folder."
+        )
+    if parsed.drivername == "postgresql":
+        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
+
+
+def locate(root: str | os.PathLike, catalog: str | None = None) -> CatalogLocation:
+    """Where the catalog of the store at ``root`` is: ``catalog`` when given, else ``$LARDON_STORE_CATALOG``, else
+    the URL in the folder's ``catalog.url``, else its ``catalog.sqlite``."""
+    root = Path(root).absolute()
+    url = catalog or os.environ.get(CATALOG_ENV) or None
+    if url is None:
+        try:
+            url = (root / CATALOG_URL_NAME).read_text().strip() or None
+        except FileNotFoundError:
+            url = None
+        except OSError as exc:
+            raise StoreIOError(f"{root / CATALOG_URL_NAME}: cannot read where the catalog is ({exc}).") from None
+    return CatalogLocation(root, None if url is None else _check_url(url, str(root)))
+
+
+def record_location(location: CatalogLocation) -> None:
+    """Write the folder's ``catalog.url`` (without password) for a PostgreSQL catalog, atomically."""
+    if location.url is None:
+        return
+    location.root.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=location.root, prefix=".catalog-url-")
+    with os.fdopen(fd, "w") as f:
+        f.write(without_password(location.url) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, location.root / CATALOG_URL_NAME)
 
 
 def _on_connect(readonly: bool):
@@ -51,14 +151,21 @@ def _on_connect(readonly: bool):
     return setup
 
 
-def make_engine(root: str | os.PathLike, readonly: bool, immutable: bool = False) -> Engine:
-    """An engine on the store's catalog; read-only engines open the file with ``mode=ro`` and never write it, and
-    ``immutable`` ones also skip SQLite's locking and WAL (for a catalog that nobody writes while it is open).
+def make_engine(location: CatalogLocation, readonly: bool, immutable: bool = False) -> Engine:
+    """An engine on the store's catalog; read-only engines never write it (SQLite: ``mode=ro``; PostgreSQL:
+    read-only transactions), and ``immutable`` ones also skip SQLite's locking and WAL (for a catalog that nobody
+    writes while it is open).
 
-    Connections are not pooled across calls (NullPool), so nothing is shared with a forked child: each process
-    opens its own sqlite3 connection when it needs one.
+    SQLite connections are not pooled across calls (NullPool), so nothing is shared with a forked child: each
+    process opens its own sqlite3 connection when it needs one. PostgreSQL connections are pooled (two per process
+    at most, kept): the handle makes a new engine in a forked child.
     """
-    path = catalog_path(root).resolve()
+    if location.url is not None:
+        args = {"connect_timeout": 10, "application_name": "lardon_store"}
+        if readonly:
+            args["options"] = "-c default_transaction_read_only=on"
+        return create_engine(location.url, pool_size=2, max_overflow=6, connect_args=args)
+    path = location.path.resolve()
     mode = "ro" if readonly else "rwc"
     uri = f"file:{path.as_posix()}?mode={mode}" + ("&immutable=1" if readonly and immutable else "")
 
@@ -74,11 +181,14 @@ def make_engine(root: str | os.PathLike, readonly: bool, immutable: bool = False
     return engine
 
 
-def needs_immutable(root: str | os.PathLike) -> bool:
+def needs_immutable(location: CatalogLocation) -> bool:
     """Whether the catalog can only be read as immutable: it is in WAL mode, its ``-shm`` file is absent and cannot
     be created (a read-only mount, a folder this user cannot write), and its ``-wal`` is absent or empty (so nothing
-    committed is outside the main file). StoreIOError when the ``-wal`` holds commits that cannot be read here."""
-    path = catalog_path(root).resolve()
+    committed is outside the main file). StoreIOError when the ``-wal`` holds commits that cannot be read here.
+    Never for a PostgreSQL catalog."""
+    if location.url is not None:
+        return False
+    path = location.path.resolve()
     try:
         con = sqlite3.connect(f"file:{path.as_posix()}?mode=ro", uri=True, timeout=10.0)
         try:
@@ -99,10 +209,27 @@ def needs_immutable(root: str | os.PathLike) -> bool:
     return True
 
 
-def read_error(exc: Exception, path: Path) -> Exception:
-    """The library error for a SQLite error raised while opening or reading the catalog at ``path``."""
+_UNREACHABLE = ("could not connect", "connection refused", "connection failed", "timeout expired", "no such file",
+                "could not translate host", "server closed the connection", "terminating connection")  # fmt: skip
+
+
+def read_error(exc: Exception, path: Path | CatalogLocation) -> Exception:
+    """The library error for a database error raised while opening or reading the catalog at ``path``."""
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).lower()
+    if isinstance(path, CatalogLocation) and path.url is not None:
+        if any(t in text for t in _UNREACHABLE) or isinstance(exc, InterfaceError):
+            return StoreIOError(
+                f"{path.root}: its catalog server {path.host} cannot be reached ({str(orig).strip()}): start it or "
+                f"check the URL in {path.root / CATALOG_URL_NAME} (or pass catalog=URL, or set ${CATALOG_ENV})."
+            )
+        if 'database "' in text and "does not exist" in text:
+            return StoreIOError(f"{path}: the catalog's database does not exist ({str(orig).strip()}).")
+        if "password authentication failed" in text or "no password supplied" in text:
+            return StoreIOError(
+                f"{path}: the catalog server refused the login ({str(orig).strip()}): give the password in "
+                "PGPASSWORD, ~/.pgpass or a service file (the store folder never records one)."
+            )
     if "not a database" in text or "encrypted" in text:
         return IncompatibleSchemaError(f"{path}: this file is not a lardon_store catalog ({orig}).")
     if "unable to open" in text or "readonly" in text or "read-only" in text:
@@ -119,28 +246,36 @@ def read_error(exc: Exception, path: Path) -> Exception:
 
 
 @contextmanager
-def read_errors(path: Path) -> Iterator[None]:
+def read_errors(path: Path | CatalogLocation) -> Iterator[None]:
     """Turn the database errors raised inside the block into library errors naming the catalog (``read_error``)."""
     try:
         yield
-    except DatabaseError as exc:
+    except (DatabaseError, InterfaceError) as exc:
         raise read_error(exc, path) from None
 
 
-def check_no_foreign_tables(conn: Connection, path: Path) -> None:
+def check_no_foreign_tables(conn: Connection, path: Path | CatalogLocation) -> None:
     """IncompatibleSchemaError when a database with no lardon_store revision holds tables: it belongs to another
     program, and creating the catalog's tables in it would change that program's file."""
-    names = [n for (n,) in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    if conn.dialect.name == "sqlite":
+        names = [n for (n,) in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        what = "SQLite file"
+    else:
+        query = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        names, what = [n for (n,) in conn.exec_driver_sql(query)], "database"
     foreign = sorted(n for n in names if n != "alembic_version" and not n.startswith("sqlite_"))
     if foreign:
         raise IncompatibleSchemaError(
-            f"{path}: this SQLite file belongs to another program (tables {', '.join(foreign[:5])}): lardon_store "
-            "leaves it untouched; compile into another folder."
+            f"{path}: this {what} belongs to another program (tables {', '.join(foreign[:5])}): lardon_store "
+            "leaves it untouched; compile into another folder (or another database)."
         )
 
 
-def check_application_id(conn: Connection, path: Path) -> None:
-    """IncompatibleSchemaError unless the database on ``conn`` is a lardon_store catalog (or still empty)."""
+def check_application_id(conn: Connection, path: Path | CatalogLocation) -> None:
+    """IncompatibleSchemaError unless the SQLite database on ``conn`` is a lardon_store catalog (or still empty);
+    nothing to check on PostgreSQL."""
+    if conn.dialect.name != "sqlite":
+        return
     # Read through SQLite, never with open(): closing any descriptor of the catalog would drop the locks that this
     # process's SQLite connections hold on it (POSIX locks are per process), letting a writer reset the WAL under them.
     try:
@@ -154,9 +289,44 @@ def check_application_id(conn: Connection, path: Path) -> None:
 def checkpoint(engine: Engine) -> None:
     """Copy every committed page of the WAL into the catalog file and empty the WAL, so that the main file alone is
     complete (a copy without ``-wal``/``-shm``, or a read-only mount, sees every commit). Best effort: a reader in
-    the middle of a transaction makes SQLite leave the rest for the next checkpoint."""
+    the middle of a transaction makes SQLite leave the rest for the next checkpoint. Nothing to do on PostgreSQL."""
+    if engine.dialect.name != "sqlite":
+        return
     raw = engine.raw_connection()  # (outside any transaction: a checkpoint cannot run inside one)
     try:
         raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     finally:
         raw.close()
+
+
+def catalog_lock(engine: Engine, location: CatalogLocation):
+    """A context holding the single-writer lock of a PostgreSQL catalog (a session advisory lock, freed by the
+    server when the holder's session ends, a killed writer included); StoreLockedError at once if another session
+    holds it. A no-op for SQLite, whose writers hold the store folder's ``write.lock`` (``io.lock``)."""
+    if location.url is None:
+        return nullcontext()
+    return _advisory_lock(engine, location)
+
+
+@contextmanager
+def _advisory_lock(engine: Engine, location: CatalogLocation) -> Iterator[None]:
+    try:
+        conn = engine.connect()
+        held = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({LOCK_KEY})").scalar()
+        conn.commit()
+    except (SAOperationalError, InterfaceError) as exc:
+        raise read_error(exc, location) from None
+    try:
+        if not held:
+            raise StoreLockedError(
+                f"{location.root}: another process is writing to this store (compile, gc or a parser; it holds the "
+                f"catalog's lock on {location.host}); wait for it to finish."
+            )
+        yield
+    finally:
+        try:
+            if held:
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({LOCK_KEY})")
+                conn.commit()
+        finally:
+            conn.close()

@@ -14,7 +14,8 @@ import json
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Integer, Select, func, literal, select
+from sqlalchemy import Connection, Integer, Select, cast, func, literal, select
+from sqlalchemy.dialects.postgresql import JSONB
 
 from ..errors import CorruptStoreError, GenerationExpiredError
 from ..format.codecs import parse_ints
@@ -22,6 +23,7 @@ from ..format.columns import EntryColumns, IdLookup, build_columns, columns_from
 from ..format.fields import ALIGN_KEY, FIELDS_KEY, Alignment, align_from_json, fields_from_json
 from ..format.layout import NEXT_SHARD_KEY
 from ..format.metadata import from_json
+from .dialect import driver_rows, driver_sql, ints_text, is_sqlite, joined_texts, texts_text
 from .schema import arrays, entries, generations, meta_values, shards, sources, store_info
 
 __all__ = [
@@ -55,12 +57,20 @@ __all__ = [
 
 _ENTRY_COLUMNS = (entries.c.id, entries.c.key, arrays.c.shard_id, arrays.c.offset, arrays.c.nbytes,
                   arrays.c.dtype, arrays.c.shape)  # fmt: skip
-_COLUMN_TEXTS = (
-    "SELECT count(*), group_concat(entry_id), group_concat(shard_id), group_concat(offset), group_concat(nbytes), "
-    "group_concat(dtype, char(0)), group_concat(shape, char(0)) FROM arrays WHERE field = ?"
-)
 _IDS_IN_KEY_ORDER = "SELECT id FROM entries ORDER BY key, id"
-_LIVES = "SELECT count(*), group_concat(id), group_concat(born), group_concat(coalesce(died, 0)) FROM entries"
+
+
+def _column_texts(conn: Connection, field: str) -> tuple:
+    """``(count, ids, shard ids, offsets, nbytes, dtypes, shapes)`` of field ``field``'s rows, one text each."""
+    i, t = (lambda c: ints_text(conn, c)), (lambda c: texts_text(conn, c))
+    sql = (
+        f"SELECT count(*), {i('entry_id')}, {i('shard_id')}, {i(chr(34) + 'offset' + chr(34))}, {i('nbytes')}, "
+        f"{t('dtype')}, {t('shape')} FROM arrays WHERE field = ?"
+    )
+    n, *rest = next(iter(driver_rows(conn, sql, (field,))))
+    return (n, *rest[:4], joined_texts(conn, rest[4]), joined_texts(conn, rest[5]))
+
+
 _LIVE = entries.c.died.is_(None)
 _ID = np.dtype([("id", np.int64)])
 _CHUNK = 500  # ids per IN (...) list: well below SQLite's bound-parameter limit
@@ -101,11 +111,10 @@ def load_columns(
         if condition is None and order_by is None and limit is None:
             # Every entry: each column read as one text, checked whole (a second per million entries instead of
             # four); a catalog that fails any check is read again row by row below, to name the row at fault.
-            columns = columns_from_texts(tuple(conn.exec_driver_sql(_COLUMN_TEXTS, (name,)).one()), shard_map)
+            columns = columns_from_texts(_column_texts(conn, name), shard_map)
             if columns is not None:
                 if in_key_order is None:
-                    raw = conn.connection.driver_connection
-                    in_key_order = np.fromiter(raw.execute(_IDS_IN_KEY_ORDER), _ID)["id"]
+                    in_key_order = np.fromiter(driver_rows(conn, _IDS_IN_KEY_ORDER), _ID)["id"]
                 found, at = IdLookup(columns.ids).find(in_key_order)
                 columns = columns.take(at) if len(at) == len(columns.ids) and found.all() else None
         if columns is None:
@@ -136,7 +145,9 @@ def _missing_field(conn: Connection, where: str, names: tuple[str, ...], a: np.n
 
 def entry_lives(conn: Connection, ids: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
     """``(born, died)`` of each of entry ``ids`` (rows of any generation; died is 0 for a live row), in order."""
-    count, id_text, born_text, died_text = conn.exec_driver_sql(_LIVES).one()
+    i = lambda c: ints_text(conn, c)  # noqa: E731
+    sql = f"SELECT count(*), {i('id')}, {i('born')}, {i('coalesce(died, 0)')} FROM entries"
+    count, id_text, born_text, died_text = next(iter(driver_rows(conn, sql)))
     found_ids, born, died = (parse_ints(t, count) for t in (id_text, born_text, died_text))
     if found_ids is None or born is None or died is None:
         raise CorruptStoreError(
@@ -326,6 +337,15 @@ def summary(conn: Connection) -> dict[str, Any]:
 def json_values(conn: Connection, ids: list[int], key: str) -> dict[int, Any]:
     """id -> value of metadata ``key`` for those of entry ``ids`` whose value is a list or dict (kept only in the
     JSON, not in ``meta_values``). ``key`` must be a valid metadata key (it is part of a JSON path)."""
+    if not is_sqlite(conn):
+        found: dict[int, Any] = {}
+        value = _jsonb(entries.c.metadata)[key]
+        for start in range(0, len(ids), _CHUNK):
+            query = select(entries.c.id, value.astext).where(
+                entries.c.id.in_(ids[start : start + _CHUNK]), func.jsonb_typeof(value).in_(["array", "object"])
+            )
+            found.update((eid, json.loads(text)) for eid, text in conn.execute(query))
+        return found
     path = f"$.{key}"
     each = func.json_each(json.dumps(ids)).table_valued("value")
     rows = conn.execute(
@@ -337,18 +357,28 @@ def json_values(conn: Connection, ids: list[int], key: str) -> dict[int, Any]:
     return {eid: json.loads(text) for eid, text in rows}
 
 
+def _jsonb(column: Any) -> Any:
+    """A text column of JSON as PostgreSQL's ``jsonb``."""
+    return cast(column, JSONB)
+
+
 def key_type_counts(conn: Connection) -> list[tuple[str, str, int]]:
     """(key, type, count) of every metadata key and value type: the scalar types of ``meta_values``, and 'list' /
     'dict' for the values kept only in the JSON."""
     mv = meta_values.c
     live = mv.entry_id.in_(select(entries.c.id).where(_LIVE))
     out = list(conn.execute(select(mv.key, mv.type, func.count()).where(live).group_by(mv.key, mv.type)).all())
-    each = func.json_each(entries.c.metadata).table_valued("key", "type").alias("j")
+    if is_sqlite(conn):
+        each = func.json_each(entries.c.metadata).table_valued("key", "type").alias("j")
+        kind = each.c.type
+    else:
+        each = func.jsonb_each(_jsonb(entries.c.metadata)).table_valued("key", "value").alias("j")
+        kind = func.jsonb_typeof(each.c.value)
     for key, type_, count in conn.execute(
-        select(each.c.key, each.c.type, func.count())
+        select(each.c.key, kind, func.count())
         .select_from(entries.join(each, literal(True)))
-        .where(each.c.type.in_(["array", "object"]), _LIVE)
-        .group_by(each.c.key, each.c.type)
+        .where(kind.in_(["array", "object"]), _LIVE)
+        .group_by(each.c.key, kind)
     ):
         out.append((key, "list" if type_ == "array" else "dict", count))
     return sorted(out)
@@ -359,8 +389,12 @@ def has_key(conn: Connection, key: str) -> bool:
     mv = meta_values.c
     if conn.execute(select(literal(1)).where(mv.key == key).limit(1)).first() is not None:
         return True
-    path = f"$.{key}"  # (a valid key: see format.metadata.is_key)
-    query = select(literal(1)).where(_LIVE, func.json_type(entries.c.metadata, path).is_not(None)).limit(1)
+    if is_sqlite(conn):
+        path = f"$.{key}"  # (a valid key: see format.metadata.is_key)
+        held = func.json_type(entries.c.metadata, path).is_not(None)
+    else:
+        held = _jsonb(entries.c.metadata).has_key(key)
+    query = select(literal(1)).where(_LIVE, held).limit(1)
     return conn.execute(query).first() is not None
 
 
@@ -378,7 +412,11 @@ def value_counts(conn: Connection, key: str) -> list[tuple[str, float | None, st
 
 
 def query_plan(conn: Connection, stmt: Select) -> list[str]:
-    """SQLite's ``EXPLAIN QUERY PLAN`` of ``stmt``: one line per step."""
+    """The database's plan of ``stmt``, one line per step: SQLite's ``EXPLAIN QUERY PLAN``, PostgreSQL's
+    ``EXPLAIN``."""
+    if not is_sqlite(conn):
+        compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+        return [row[0] for row in conn.exec_driver_sql(driver_sql(conn, "EXPLAIN " + str(compiled)))]
     compiled = stmt.compile(conn, compile_kwargs={"render_postcompile": True})
     params = tuple(compiled.params[name] for name in compiled.positiontup or ())
     rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + compiled.string, params).all()

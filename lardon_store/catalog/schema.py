@@ -25,6 +25,9 @@ __all__ = ["arrays", "entries", "generations", "meta_values", "metadata", "shard
 
 metadata = MetaData()
 
+# Text that queries compare or sort: by code point on PostgreSQL too (COLLATE "C"), as SQLite's BINARY does.
+CodePoint = String().with_variant(String(collation="C"), "postgresql")
+
 store_info = Table(
     "store_info",
     metadata,
@@ -36,7 +39,7 @@ sources = Table(
     "sources",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("path", String, nullable=False, unique=True),
+    Column("path", CodePoint, nullable=False, unique=True),
     Column("size", BigInteger, nullable=False),
     Column("mtime_ns", BigInteger, nullable=False),
     Column("content_hash", String, nullable=True),
@@ -71,7 +74,7 @@ entries = Table(
     "entries",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("key", String, nullable=False, index=True),
+    Column("key", CodePoint, nullable=False, index=True),
     Column("source_id", Integer, ForeignKey("sources.id", ondelete="SET NULL"), nullable=True, index=True),
     Column("metadata", Text, nullable=False),
     Column("born", Integer, nullable=False),
@@ -106,10 +109,10 @@ meta_values = Table(
     "meta_values",
     metadata,
     Column("entry_id", Integer, ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True),
-    Column("key", String, primary_key=True),
+    Column("key", CodePoint, primary_key=True),
     Column("type", String, nullable=False),
     Column("num", Float, nullable=True),
-    Column("text", String, nullable=True),
+    Column("text", CodePoint, nullable=True),
     # Covering: a filter on one key reads the matching entry ids (and types) from the index alone.
     Index("ix_meta_values_key_num_entry", "key", "num", "type", "entry_id"),
     Index("ix_meta_values_key_text_entry", "key", "text", "entry_id"),

@@ -33,7 +33,8 @@ from ..format.layout import DEFAULT_MAX_SHARD_BYTES
 from ..format.metadata import scalar_rows, to_json
 from ..io.crash import crash_point
 from ..io.shards import ShardWriter
-from .engine import catalog_path
+from .dialect import driver_many
+from .engine import locate
 from .reads import current_generation, has_arrays, next_shard_floor, shard_rows, store_value
 from .schema import entries, generations, shards, sources, store_info
 
@@ -69,7 +70,7 @@ def catalog_write_error(exc: OperationalError, root: Path) -> Exception:
     if "disk" not in text and "full" not in text and "i/o" not in text:
         return exc
     return StoreWriteError(
-        f"{catalog_path(root)}: writing the catalog failed ({exc.orig}): the disk may be full or a file size limit "
+        f"{locate(root)}: writing the catalog failed ({exc.orig}): the disk may be full or a file size limit "
         "reached. The transaction was rolled back; free space and run the command again."
     )
 
@@ -236,13 +237,13 @@ class CatalogWriter:
                 crc = crc.result() if isinstance(crc, Future) else crc
                 placed.append((eid, name, self.shard_ids[shard_path], offset, nbytes, dtype, shape, crc))
         try:
-            conn.exec_driver_sql(_INSERT_ENTRIES, values)  # (the driver's executemany: a few µs a row)
+            driver_many(conn, _INSERT_ENTRIES, values)  # (the driver's executemany: a few µs a row)
         except IntegrityError:
             raise self._duplicate_key_error(conn) from None
-        conn.exec_driver_sql(_INSERT_ARRAYS, placed)
+        driver_many(conn, _INSERT_ARRAYS, placed)
         rows = [(eid, *value) for eid, (_, _, md) in zip(ids, self.pending_entries) for value in scalar_rows(md)]
         if rows:
-            conn.exec_driver_sql(_INSERT_META_VALUES, rows)
+            driver_many(conn, _INSERT_META_VALUES, rows)
         return len(ids), retired
 
     def _duplicate_key_error(self, conn: Connection) -> InvalidDataError:

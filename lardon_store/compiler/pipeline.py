@@ -19,6 +19,7 @@ from pathlib import Path
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import OperationalError
 
+from ..catalog.dialect import driver_rows
 from ..catalog.engine import checkpoint
 from ..catalog.reads import has_arrays, store_alignment
 from ..catalog.schema import sources
@@ -85,11 +86,14 @@ def plan(
     ``scan_stats`` found it."""
     # Only small columns for 10,000s of rows, through the driver's cursor (SQLAlchemy's row objects cost more than
     # the query here); the status and version comparison runs in SQL, with the version bound.
-    rows = conn.connection.driver_connection.execute(
-        "SELECT path, id, size, mtime_ns, (status = 'ok' AND callback_version = ?), "
-        "(status = 'failed' AND callback_version = ?) FROM sources",
-        (version, version),
-    ).fetchall()
+    rows = list(
+        driver_rows(
+            conn,
+            "SELECT path, id, size, mtime_ns, (status = 'ok' AND callback_version = ?), "
+            "(status = 'failed' AND callback_version = ?) FROM sources",
+            (version, version),
+        )
+    )
     # The common case first: same version, same size and mtime_ns. Such a file is not even opened.
     same_stat = set() if force else {row[0] for row in rows if row[4] and stats.get(row[0]) == (row[2], row[3])}
     # A source that failed with this callback version and has not changed since would fail again: it is reported,
@@ -186,6 +190,7 @@ def compile_store(
     align: dict[str, tuple[int, int]] | None = None,
     align_tolerance: int | None = None,
     executor: Executor | None = None,
+    catalog: str | None = None,
 ) -> CompileSummary:
     """Compile the files of ``source`` into the store at ``target`` (created if missing); return what was done.
 
@@ -221,88 +226,91 @@ def compile_store(
     # recompile of 10,000 files took 70 ms against 43, the two threads fighting for the GIL.)
     stats = scan_stats(src, valid_exts, exclude=target, patterns=exclude)
     with store_lock(target):
-        store = StoreHandle.create(target)
-        try:
-            with store.engine.begin() as conn:
-                work = plan(conn, src, stats, version, force)
-                recorded = store_alignment(conn, str(target))
-                if align is not None and not alignment.same_spec(recorded) and has_arrays(conn):
-                    raise InvalidDataError(_realign_message(target, recorded, alignment))
-                # The catalog's sources have distinct keys already: only a new file can clash.
-                if any(kind == "new" for _, kind in work.todo):
-                    check_keys(sorted(stats))
-        except OperationalError as exc:
-            raise catalog_write_error(exc, target) from exc
-        summary.unchanged, summary.deleted = work.unchanged, len(work.deleted)
-        summary.known_failures = work.known_failures
-        paths = [str(src / rel) for rel, _ in work.todo]
-        writer = CatalogWriter(store.engine, store.root, max_shard_bytes, "compile")
-        if align is None:
-            tolerance = recorded.tolerance if align_tolerance is None else align_tolerance
-            alignment = Alignment(recorded.axes, recorded.rates, tolerance)
-        if alignment and alignment != recorded:
-            writer.alignment = alignment  # (recorded with the first batch)
-        writer.retire_sources(work.deleted)  # (committed with the first batch, in its generation)
-        if executor is not None:
-            sizes = [stats[rel][0] for rel, _ in work.todo]
-            remote = run_tasks(executor, callback, store.root, paths, sizes, writer.writer.reserve, alignment)
-        else:
-            outcomes = run_callbacks(callback, paths, workers)
-            # Large sources are hashed on a thread while the callback runs; small ones here (a thread costs more).
-            large = sum(stats[rel][0] for rel, _ in work.todo) >= _BACKGROUND_HASH_BYTES * max(len(paths), 1)
-            hashes = in_background(file_hash, paths) if large else map(file_hash, paths)
-        try:
-            for done, (rel, kind) in enumerate(work.todo):
-                path = src / rel
-                result = next(remote) if executor is not None else Local(next(outcomes), next(hashes))
-                size, mtime_ns = stats[rel]  # (as the scan saw them: a file changed since is seen changed next time)
-                source_row = {
-                    "path": rel,
-                    "size": size,
-                    "mtime_ns": mtime_ns,
-                    "content_hash": result.content_hash,
-                    "callback_version": version,
-                    "status": "ok",
-                    "error": None,
-                }
-                try:
-                    items = _entries(result, path, entry_key(rel), alignment, writer)
-                except (CallbackError, InvalidDataError) as exc:
-                    if on_error == "raise":
-                        writer.commit()  # the sources before this one are complete: keep them
-                        raise
-                    summary.failed += 1
-                    cause = exc.__cause__ if isinstance(exc, CallbackError) and exc.__cause__ is not None else exc
-                    reason = f"{type(cause).__name__}: {cause}"  # (recorded without the advice: it was skipped)
-                    if isinstance(result, SourceResult) and result.error is not None:
-                        reason = result.failure_reason()
-                    summary.failures.append((rel, reason))
-                    source_row.update(status="failed", error=reason)
-                    items = []
-                else:
-                    summary.new += kind == "new"
-                    summary.changed += kind == "changed"
-                # Replacing a source's row retires its old entries in the same transaction.
-                if isinstance(result, SourceResult):
-                    writer.add_placed(source_row, result.shard, result.shard_size, items)
-                else:
-                    writer.add(source_row, items)
-                if writer.full():
-                    writer.commit()
-                if progress is not None:
-                    progress(done + 1, len(work.todo))
-            writer.commit()
-        finally:
+        store = StoreHandle.create(target, catalog)
+        with store.writing():
+            try:
+                with store.engine.begin() as conn:
+                    work = plan(conn, src, stats, version, force)
+                    recorded = store_alignment(conn, str(target))
+                    if align is not None and not alignment.same_spec(recorded) and has_arrays(conn):
+                        raise InvalidDataError(_realign_message(target, recorded, alignment))
+                    # The catalog's sources have distinct keys already: only a new file can clash.
+                    if any(kind == "new" for _, kind in work.todo):
+                        check_keys(sorted(stats))
+            except OperationalError as exc:
+                raise catalog_write_error(exc, target) from exc
+            summary.unchanged, summary.deleted = work.unchanged, len(work.deleted)
+            summary.known_failures = work.known_failures
+            paths = [str(src / rel) for rel, _ in work.todo]
+            writer = CatalogWriter(store.engine, store.root, max_shard_bytes, "compile")
+            if align is None:
+                tolerance = recorded.tolerance if align_tolerance is None else align_tolerance
+                alignment = Alignment(recorded.axes, recorded.rates, tolerance)
+            if alignment and alignment != recorded:
+                writer.alignment = alignment  # (recorded with the first batch)
+            writer.retire_sources(work.deleted)  # (committed with the first batch, in its generation)
             if executor is not None:
-                remote.close()
+                sizes = [stats[rel][0] for rel, _ in work.todo]
+                remote = run_tasks(executor, callback, store.root, paths, sizes, writer.writer.reserve, alignment)
             else:
-                outcomes.close()
-                if large:
-                    hashes.close()
-            writer.close()
-        checkpoint(store.engine)
-        summary.entries_written = writer.entries_written
-        summary.bytes_written = writer.writer.bytes_written + writer.placed_bytes
-        summary.generations = list(writer.generations)
+                outcomes = run_callbacks(callback, paths, workers)
+                # Large sources are hashed on a thread while the callback runs; small ones here (a thread costs more).
+                large = sum(stats[rel][0] for rel, _ in work.todo) >= _BACKGROUND_HASH_BYTES * max(len(paths), 1)
+                hashes = in_background(file_hash, paths) if large else map(file_hash, paths)
+            try:
+                for done, (rel, kind) in enumerate(work.todo):
+                    path = src / rel
+                    result = next(remote) if executor is not None else Local(next(outcomes), next(hashes))
+                    size, mtime_ns = stats[
+                        rel
+                    ]  # (as the scan saw them: a file changed since is seen changed next time)
+                    source_row = {
+                        "path": rel,
+                        "size": size,
+                        "mtime_ns": mtime_ns,
+                        "content_hash": result.content_hash,
+                        "callback_version": version,
+                        "status": "ok",
+                        "error": None,
+                    }
+                    try:
+                        items = _entries(result, path, entry_key(rel), alignment, writer)
+                    except (CallbackError, InvalidDataError) as exc:
+                        if on_error == "raise":
+                            writer.commit()  # the sources before this one are complete: keep them
+                            raise
+                        summary.failed += 1
+                        cause = exc.__cause__ if isinstance(exc, CallbackError) and exc.__cause__ is not None else exc
+                        reason = f"{type(cause).__name__}: {cause}"  # (recorded without the advice: it was skipped)
+                        if isinstance(result, SourceResult) and result.error is not None:
+                            reason = result.failure_reason()
+                        summary.failures.append((rel, reason))
+                        source_row.update(status="failed", error=reason)
+                        items = []
+                    else:
+                        summary.new += kind == "new"
+                        summary.changed += kind == "changed"
+                    # Replacing a source's row retires its old entries in the same transaction.
+                    if isinstance(result, SourceResult):
+                        writer.add_placed(source_row, result.shard, result.shard_size, items)
+                    else:
+                        writer.add(source_row, items)
+                    if writer.full():
+                        writer.commit()
+                    if progress is not None:
+                        progress(done + 1, len(work.todo))
+                writer.commit()
+            finally:
+                if executor is not None:
+                    remote.close()
+                else:
+                    outcomes.close()
+                    if large:
+                        hashes.close()
+                writer.close()
+            checkpoint(store.engine)
+            summary.entries_written = writer.entries_written
+            summary.bytes_written = writer.writer.bytes_written + writer.placed_bytes
+            summary.generations = list(writer.generations)
     summary.seconds = time.perf_counter() - started
     return summary

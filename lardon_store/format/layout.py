@@ -8,6 +8,8 @@ A store is a folder holding:
   C-contiguous at an offset that is a multiple of ``ALIGNMENT`` (64 bytes), zero bytes in the gaps, no header;
 - ``blobs/shard-NNNNNN.bin.<hex>.part``: a shard being written by a compile task on an executor (``part_name``),
   renamed to its shard's name once written and fsynced; one left behind (a killed task) is only gc's to remove;
+- ``catalog.url``: instead of ``catalog.sqlite``, the URL of the store's PostgreSQL catalog, without password
+  (``CATALOG_URL_NAME``; see ``catalog/engine.py``);
 - ``write.lock``: the file whose ``flock`` makes one writer at a time (``LOCK_NAME``);
 - ``snapshot/``: the query snapshot kept between processes (``SNAPSHOT_DIR``; see ``query/persisted.py``), which
   may be deleted at any time.
@@ -29,6 +31,7 @@ __all__ = [
     "APPLICATION_ID",
     "BLOBS_DIR",
     "CATALOG_NAME",
+    "CATALOG_URL_NAME",
     "DEFAULT_MAX_SHARD_BYTES",
     "LEGACY_CATALOG",
     "LOCK_NAME",
@@ -46,6 +49,7 @@ __all__ = [
 ]
 
 CATALOG_NAME = "catalog.sqlite"
+CATALOG_URL_NAME = "catalog.url"
 BLOBS_DIR = "blobs"
 LOCK_NAME = "write.lock"
 LEGACY_CATALOG = "parsing.ldn"

@@ -21,6 +21,7 @@ holds the store's write lock."""
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -90,8 +91,9 @@ def gc_store(
     """
     root = Path(path).absolute()
     StoreHandle(root)  # (a folder with no store gets StoreNotFoundError before the lock creates anything there)
-    with store_lock(root):
+    with store_lock(root), ExitStack() as held:
         store = StoreHandle(root, readonly=False)
+        held.enter_context(store.writing())
         engine = store.engine
         with engine.connect() as conn:
             shard_rows, rows = entries_by_shard(conn)

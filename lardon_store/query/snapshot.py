@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import Connection
 
-from ..catalog.engine import catalog_path, read_errors
+from ..catalog.dialect import driver_rows, ints_text, is_sqlite, joined_texts, texts_text
+from ..catalog.engine import read_errors
 from ..catalog.reads import (
     current_generation,
     entry_lives,
@@ -99,7 +100,7 @@ class Snapshot:
     """The catalog as of one ``data_version``: every entry row kept (live, and retired ones gc has not reclaimed),
     the generations each lived in, and the values of the keys loaded so far."""
 
-    version: int
+    version: int | str  # see _version
     generation: int  # the store's latest generation
     oldest: int  # the oldest generation gc kept: rows alive at any generation from it on are here
     store_id: str
@@ -143,33 +144,33 @@ class Snapshot:
 
     def _read_key(self, conn: Connection, key: str, where: str) -> None:
         """Ids, type codes, whole numbers and strings come as one text each; other numbers as (id, number) pairs."""
-        raw = conn.connection.driver_connection
+        sql = _KEY_SQL[is_sqlite(conn)]
         n = len(self)
         types, nums, ranks = np.zeros(n, np.int8), np.full(n, np.nan), np.full(n, -1, np.int64)
-        count, id_text, code_text = raw.execute(_KEY_TYPES, (key,)).fetchone()
+        count, id_text, code_text = _one(conn, sql["types"], key)
         ids, codes = parse_ints(id_text, count), parse_ints(code_text, count)
         if ids is None or codes is None:
-            raise self._bad_row(raw, key, where, "SELECT entry_id, type FROM meta_values WHERE key = ?", (str,))
+            raise self._bad_row(conn, key, where, "SELECT entry_id, type FROM meta_values WHERE key = ?", (str,))
         known, pos = self.positions(ids)
         if not known.all() or (codes < 0).any():
             i = int(np.flatnonzero(~known | (codes < 0))[0])
             raise _corrupt(where, key, f"entry id {ids[i]} has an unknown type or no entry")
         types[pos] = codes
-        count, id_text, int_text = raw.execute(_KEY_INTEGERS, (key,)).fetchone()
+        count, id_text, int_text = _one(conn, sql["ints"], key)
         int_ids, ints = parse_ints(id_text, count), parse_ints(int_text, count)
         if int_ids is None or ints is None:
             raise _corrupt(where, key, "its whole numbers do not read back")
         try:
             others = int(np.isin(codes, _NUMERIC).sum()) - count
-            pairs = np.fromiter(raw.execute(_KEY_OTHER_NUMBERS, (key,)), _PAIR, count=others)
+            pairs = np.fromiter(driver_rows(conn, sql["others"], (key,)), _PAIR, count=others)
         except (TypeError, ValueError):
-            raise self._bad_row(raw, key, where, _KEY_OTHER_NUMBERS, (int, float)) from None
+            raise self._bad_row(conn, key, where, sql["others"], (int, float)) from None
         if not np.isfinite(pairs["num"]).all():
             i = int(np.flatnonzero(~np.isfinite(pairs["num"]))[0])
             raise _corrupt(where, key, f"entry id {pairs['id'][i]} has the number {pairs['num'][i]}")
         for found, values in ((int_ids, ints), (pairs["id"], pairs["num"])):
             nums[self.positions(found)[1]] = values
-        ids, strings = self._strings(raw, key, where)
+        ids, strings = self._strings(conn, sql, key, where)
         known, pos = self.positions(ids)
         if len(strings) != (codes == STR).sum() or not (known.all() and (types[pos] == STR).all()):
             raise _corrupt(where, key, "its string rows do not agree with its types")
@@ -179,17 +180,19 @@ class Snapshot:
         self.keys[key] = KeyColumns(types, nums, ranks, distinct)
 
     @classmethod
-    def _strings(cls, raw, key: str, where: str) -> tuple[np.ndarray, list[str]]:
+    def _strings(cls, conn: Connection, sql: dict[str, str], key: str, where: str) -> tuple[np.ndarray, list[str]]:
         """The ids and strings of ``key``'s 'str' rows: one text when it splits cleanly, else row by row."""
         try:
-            count, id_text, joined = raw.execute(_KEY_STRINGS, (key,)).fetchone()
+            count, id_text, joined = _one(conn, sql["strings"], key)
+            joined = joined_texts(conn, joined)
             ids, strings = parse_ints(id_text, count), joined.split("\0") if count else []
             if ids is not None and len(strings) == count:
                 return ids, strings
-        except sqlite3.OperationalError:  # a text that is not UTF-8
+        except sqlite3.OperationalError:  # a text that is not UTF-8 (SQLite only: PostgreSQL's text is UTF-8)
             pass
         ids, strings = [], []
-        for entry_id, data in raw.execute(_KEY_STRING_BYTES, (key,)):
+        for entry_id, data in driver_rows(conn, sql["bytes"], (key,)):
+            data = bytes(data) if isinstance(data, memoryview) else data
             try:
                 strings.append(data.decode())
             except (AttributeError, UnicodeDecodeError):
@@ -199,9 +202,9 @@ class Snapshot:
         return np.array(ids, np.int64), strings
 
     @staticmethod
-    def _bad_row(raw, key: str, where: str, sql: str, value_type: tuple[type, ...]) -> CorruptStoreError:
+    def _bad_row(conn: Connection, key: str, where: str, sql: str, value_type: tuple[type, ...]) -> CorruptStoreError:
         """The error naming the first row ``(entry_id, value)`` of ``sql`` whose value is not of ``value_type``."""
-        for entry_id, value in raw.execute(sql, (key,)):
+        for entry_id, value in driver_rows(conn, sql, (key,)):
             if type(value) not in value_type:
                 return _corrupt(where, key, f"entry id {entry_id} has the value {value!r:.40} where a "
                                 f"{' or '.join(t.__name__ for t in value_type)} belongs")  # fmt: skip
@@ -215,24 +218,43 @@ def _corrupt(where: str, key: str, what: str) -> CorruptStoreError:
 
 
 _TYPE_CASE = "CASE type " + " ".join(f"WHEN '{t}' THEN {c}" for t, c in TYPE_CODES.items()) + " ELSE -1 END"
-# Whole numbers below 2**53 (every int and bool, in practice) read exactly as integer text; the rest as (id, num).
-_INTEGRAL = "type IN ('int', 'bool') AND num = CAST(num AS INTEGER) AND abs(num) < 9007199254740992"
-_KEY_TYPES = f"SELECT count(*), group_concat(entry_id), group_concat({_TYPE_CASE}) FROM meta_values WHERE key = ?"
-_KEY_INTEGERS = (
-    "SELECT count(*), group_concat(entry_id), group_concat(CAST(num AS INTEGER)) FROM meta_values "
-    f"WHERE key = ? AND {_INTEGRAL}"
-)
-_KEY_OTHER_NUMBERS = (
-    "SELECT entry_id, num FROM meta_values WHERE key = ? AND type IN ('int', 'float', 'bool') "
-    f"AND NOT coalesce({_INTEGRAL}, 0)"
-)
-# Only 'str' rows hold a text: reading them by `text IS NOT NULL` uses the covering (key, text, entry_id) index.
-_STR_ROWS = "FROM meta_values WHERE key = ? AND text IS NOT NULL"
-_KEY_STRINGS = f"SELECT count(*), group_concat(entry_id), group_concat(text, char(0)) {_STR_ROWS}"
-_KEY_STRING_BYTES = f"SELECT entry_id, CAST(text AS BLOB) {_STR_ROWS}"
+
+
+def _key_statements(sqlite: bool) -> dict[str, str]:
+    """The statements a key load runs (in SQLite's form, ``?`` for the key), for SQLite or PostgreSQL."""
+    ints, texts = (lambda c: ints_text(sqlite, c)), (lambda c: texts_text(sqlite, c))
+    # Whole numbers below 2**53 (every int and bool, in practice) read exactly as integer text; the rest as
+    # (id, num). (PostgreSQL would fail to cast a larger number: its range is tested first.)
+    if sqlite:
+        integral = "type IN ('int', 'bool') AND num = CAST(num AS INTEGER) AND abs(num) < 9007199254740992"
+    else:
+        integral = "type IN ('int', 'bool') AND abs(num) < 9007199254740992 AND num = trunc(num)"
+    # Only 'str' rows hold a text: reading them by `text IS NOT NULL` uses the covering (key, text, entry_id) index.
+    str_rows = "FROM meta_values WHERE key = ? AND text IS NOT NULL"
+    as_bytes = "CAST(text AS BLOB)" if sqlite else "convert_to(text, 'UTF8')"
+    return {
+        "types": f"SELECT count(*), {ints('entry_id')}, {ints(_TYPE_CASE)} FROM meta_values WHERE key = ?",
+        "ints": f"SELECT count(*), {ints('entry_id')}, {ints('CAST(num AS BIGINT)')} FROM meta_values "
+        f"WHERE key = ? AND {integral}",
+        "others": "SELECT entry_id, num FROM meta_values WHERE key = ? AND type IN ('int', 'float', 'bool') "
+        f"AND NOT coalesce(({integral}), false)",
+        "strings": f"SELECT count(*), {ints('entry_id')}, {texts('text')} {str_rows}",
+        "bytes": f"SELECT entry_id, {as_bytes} {str_rows}",
+    }
+
+
+_KEY_SQL = {True: _key_statements(True), False: _key_statements(False)}
 _NUMERIC = (INT, FLOAT, BOOL)
-# The statements a key load runs, each with the key as its one parameter (a test checks each searches an index).
-KEY_QUERIES = (_KEY_TYPES, _KEY_INTEGERS, _KEY_OTHER_NUMBERS, _KEY_STRINGS)
+# The statements a key load runs on SQLite, each with the key as its one parameter (a test checks each searches an
+# index).
+KEY_QUERIES = tuple(_KEY_SQL[True][k] for k in ("types", "ints", "others", "strings"))
+
+
+def _one(conn: Connection, sql: str, key: str) -> tuple:
+    """The one row of an aggregate statement ``sql`` on ``key``."""
+    return tuple(next(iter(driver_rows(conn, sql, (key,)))))
+
+
 _PAIR = np.dtype([("id", np.int64), ("num", np.float64)])
 
 
@@ -260,23 +282,20 @@ class SnapshotCache:
             _abandon(self._conn)
             self._pid, self._lock, self._conn, self._snapshot = os.getpid(), threading.Lock(), None, None
         with self._lock:
-            try:
-                stat = os.stat(catalog_path(store.root))
-            except FileNotFoundError:
-                raise StoreNotFoundError(
-                    f"{store.root}: the catalog ({catalog_path(store.root).name}) is gone: the store was deleted or "
-                    "moved since it was opened; open it again where it is now."
-                ) from None
-            file_id = (stat.st_dev, stat.st_ino)
+            file_id = _file_id(store)
             if self._conn is None or file_id != self._file_id:
                 if self._conn is not None:
                     self._conn.close()
-                self._conn, self._file_id, self._snapshot = store.engine.connect(), file_id, None
-                self._raw, self._path = self._conn.connection.driver_connection, os.fspath(catalog_path(store.root))
+                with read_errors(store.catalog):
+                    self._conn, self._file_id, self._snapshot = store.engine.connect(), file_id, None
+                if store.catalog.is_sqlite:
+                    self._raw, self._path = self._conn.connection.driver_connection, os.fspath(store.catalog.path)
+                else:
+                    self._raw, self._path = None, ""
             conn = self._conn
-            with read_errors(catalog_path(store.root)), conn.begin():
-                # Read inside the transaction, data_version names the very catalog state this transaction reads.
-                version = conn.exec_driver_sql("PRAGMA data_version").scalar()
+            with read_errors(store.catalog), conn.begin():
+                # Read inside the transaction, the version names the very catalog state this transaction reads.
+                version = _version(conn)
                 snap = self._snapshot
                 if snap is None or snap.version != version:
                     # The kept files are trusted on a first load, or once the generation moved; a change without a
@@ -288,10 +307,19 @@ class SnapshotCache:
             return snap
 
     def _unchanged(self, store: StoreHandle, snap: Snapshot) -> bool:
-        """Whether nothing committed since ``snap`` was read: the same catalog file, the same ``data_version`` (read
-        outside a transaction: a few microseconds)."""
-        if self._conn is None or self._snapshot is not snap or self._raw is None:
+        """Whether nothing committed since ``snap`` was read: on SQLite the same catalog file and ``data_version``
+        (read outside a transaction: a few microseconds); on PostgreSQL the same latest generation and token (one
+        indexed query)."""
+        if self._conn is None or self._snapshot is not snap:
             return False
+        if self._raw is None:
+            try:
+                with read_errors(store.catalog), self._conn.begin():
+                    return _version(self._conn) == snap.version
+            except Exception:
+                self._conn.invalidate()  # (a broken connection: the caller opens a new one)
+                self._conn = None
+                raise
         try:
             stat = os.stat(self._path)
         except FileNotFoundError:
@@ -312,7 +340,30 @@ class SnapshotCache:
             self._conn, self._snapshot = None, None
 
 
-def _load(conn: Connection, version: int, root: Path, use_kept: bool) -> Snapshot:
+def _file_id(store: StoreHandle) -> tuple[int, int] | None:
+    """The SQLite catalog file's (device, inode): a new one means the file was replaced. None for PostgreSQL."""
+    if not store.catalog.is_sqlite:
+        return None
+    try:
+        stat = os.stat(store.catalog.path)
+    except FileNotFoundError:
+        raise StoreNotFoundError(
+            f"{store.root}: the catalog ({store.catalog.path.name}) is gone: the store was deleted or moved since it "
+            "was opened; open it again where it is now."
+        ) from None
+    return (stat.st_dev, stat.st_ino)
+
+
+def _version(conn: Connection) -> int | str:
+    """What changes with every commit: SQLite's ``data_version`` (any commit by another connection, even one that
+    made no generation); on PostgreSQL the latest generation and its token."""
+    if is_sqlite(conn):
+        return conn.exec_driver_sql("PRAGMA data_version").scalar()
+    generation = current_generation(conn)
+    return f"{generation}:{generation_token(conn, generation)}"
+
+
+def _load(conn: Connection, version: int | str, root: Path, use_kept: bool) -> Snapshot:
     """Every entry row of the catalog and its generations, read on ``conn`` (inside its read transaction): from the
     kept snapshot files of this generation when ``use_kept`` and they pass their checks, else from the catalog
     (and then kept)."""

@@ -23,7 +23,9 @@ def upgrade() -> None:
     op.create_table(
         "sources",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("path", sa.String(), nullable=False, unique=True),
+        sa.Column(
+            "path", sa.String().with_variant(sa.String(collation="C"), "postgresql"), nullable=False, unique=True
+        ),
         sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("mtime_ns", sa.BigInteger(), nullable=False),
         sa.Column("content_hash", sa.String(), nullable=True),

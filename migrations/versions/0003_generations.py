@@ -28,7 +28,7 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-_COPIED = "id, key, source_id, shard_id, offset, nbytes, dtype, shape, checksum, metadata"
+_COPIED = 'id, key, source_id, shard_id, "offset", nbytes, dtype, shape, checksum, metadata'
 
 
 def _entries_table(name: str, versioned: bool) -> None:

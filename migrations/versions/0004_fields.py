@@ -22,7 +22,9 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-_ARRAY = "shard_id, offset, nbytes, dtype, shape, checksum"
+_ARRAY = 'shard_id, "offset", nbytes, dtype, shape, checksum'
+# Text compared or sorted in queries orders by code point on PostgreSQL too, as SQLite's BINARY does.
+_CODE_POINT = sa.String().with_variant(sa.String(collation="C"), "postgresql")
 
 
 def _array_columns() -> list[sa.Column]:
@@ -39,7 +41,7 @@ def _array_columns() -> list[sa.Column]:
 def _entries_table(name: str, with_arrays: bool) -> None:
     columns = [
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
-        sa.Column("key", sa.String(), nullable=False),
+        sa.Column("key", _CODE_POINT, nullable=False),
         sa.Column("source_id", sa.Integer(), sa.ForeignKey("sources.id", ondelete="SET NULL"), nullable=True),
     ]
     if with_arrays:
@@ -57,10 +59,10 @@ def _swap(with_arrays: bool, copy_entries: str, copy_arrays: str | None) -> None
     op.create_table(
         "meta_values_next",
         sa.Column("entry_id", sa.Integer(), sa.ForeignKey("entries_next.id", ondelete="CASCADE"), primary_key=True),
-        sa.Column("key", sa.String(), primary_key=True),
+        sa.Column("key", _CODE_POINT, primary_key=True),
         sa.Column("type", sa.String(), nullable=False),
         sa.Column("num", sa.Float(), nullable=True),
-        sa.Column("text", sa.String(), nullable=True),
+        sa.Column("text", _CODE_POINT, nullable=True),
     )
     op.execute(copy_entries)
     op.execute(

@@ -133,8 +133,8 @@ def test_disk_full_on_catalog(tmp_path):
 
 ATOMIC_DDL_CHILD = """
 import os, sys
-from lardon_store.catalog.engine import make_engine
-engine = make_engine(sys.argv[1], readonly=False)
+from lardon_store.catalog.engine import locate, make_engine
+engine = make_engine(locate(sys.argv[1]), readonly=False)
 with engine.begin() as conn:
     conn.exec_driver_sql("CREATE TABLE half_done (x INTEGER)")
     os.kill(os.getpid(), 9)
