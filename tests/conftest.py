@@ -8,12 +8,17 @@ the path through ``pythonpath`` in pyproject.toml.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pg_helpers import create_database, drop_databases
 
 import lardon_store as ls
+from lardon_store.catalog.engine import CATALOG_ENV
+from lardon_store.format.layout import CATALOG_NAME, CATALOG_URL_NAME
+from lardon_store.handle import StoreHandle
 from lardon_store.testing import write_sources
 
 __all__ = ["sample_arrays", "sha256", "write_sources"]
@@ -55,3 +60,58 @@ def store(tmp_path: Path, source_dir: Path) -> ls.Store:
 @pytest.fixture
 def store_path(store: ls.Store) -> Path:
     return store.root
+
+
+# --- the catalog backend ----------------------------------------------------------------------------------------
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--catalog-backend",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="where the stores the tests create keep their catalog (postgresql: the server .ci/run starts)",
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite_only: reads or crafts catalog.sqlite itself (not run on PostgreSQL)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--catalog-backend") == "postgresql":
+        skip = pytest.mark.skip(reason="SQLite catalog only")
+        for item in items:
+            if "sqlite_only" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh, empty PostgreSQL database's URL (skips when no server runs); dropped after the test."""
+    url = create_database()
+    yield url
+    drop_databases([url])
+
+
+@pytest.fixture(autouse=True)
+def catalog_backend(request, monkeypatch):
+    """With ``--catalog-backend postgresql``: each new store a test creates without naming its catalog gets a
+    fresh PostgreSQL database (dropped after the test). Stores in subprocesses the test starts keep SQLite."""
+    if request.config.getoption("--catalog-backend") != "postgresql":
+        yield "sqlite"
+        return
+    made: list[str] = []
+    real = StoreHandle.create.__func__
+
+    def create(cls, root, catalog=None):
+        root = Path(root).absolute()
+        new = not (root / CATALOG_URL_NAME).exists() and not (root / CATALOG_NAME).exists()
+        if catalog is None and new and not os.environ.get(CATALOG_ENV):
+            made.append(create_database())
+            catalog = made[-1]
+        return real(cls, root, catalog)
+
+    monkeypatch.setattr(StoreHandle, "create", classmethod(create))
+    yield "postgresql"
+    drop_databases(made)

@@ -237,7 +237,8 @@ class CatalogWriter:
                 crc = crc.result() if isinstance(crc, Future) else crc
                 placed.append((eid, name, self.shard_ids[shard_path], offset, nbytes, dtype, shape, crc))
         try:
-            driver_many(conn, _INSERT_ENTRIES, values)  # (the driver's executemany: a few µs a row)
+            with conn.begin_nested():  # (a savepoint: after a failed insert PostgreSQL refuses any statement)
+                driver_many(conn, _INSERT_ENTRIES, values)  # (the driver's executemany: a few µs a row)
         except IntegrityError:
             raise self._duplicate_key_error(conn) from None
         driver_many(conn, _INSERT_ARRAYS, placed)

@@ -49,7 +49,13 @@ MAX_DEPTH = 64  # lists and dicts nested deeper than this (or containing themsel
 
 
 def _text(value: str, where: str, path: str) -> str:
-    """``value`` if it can be stored as text: valid Unicode (no lone surrogate)."""
+    """``value`` if it can be stored as text: valid Unicode (no lone surrogate), and no NUL character (which
+    PostgreSQL's text cannot hold: refused on both catalogs, so that a store behaves the same on either)."""
+    if "\x00" in value:
+        raise InvalidDataError(
+            f"{where}: metadata {path} holds a NUL character (\\x00) at position {value.index(chr(0))}: text in a "
+            "catalog cannot; remove it (or store the bytes as an array)."
+        )
     if not value.isascii():
         try:
             value.encode("utf-8")
@@ -125,7 +131,7 @@ def normalize(metadata: Any, where: str) -> dict[str, Any]:
             if type(key) is str and len(_VALID_KEYS) < 100_000:
                 _VALID_KEYS.add(key)
         kind = type(value)
-        if kind is str and value.isascii():  # (the common cases first)
+        if kind is str and value.isascii() and "\x00" not in value:  # (the common cases first)
             out[key] = value
         elif kind is bool or value is None:
             out[key] = value

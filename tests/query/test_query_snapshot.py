@@ -188,8 +188,9 @@ def test_a_damaged_metadata_index_row_is_refused_with_its_key(built, damage, key
 
 
 def test_string_order_is_sqlite_order(tmp_path):
-    """Ranks are sorted by code point, which is SQLite's BINARY order on UTF-8 (NUL, accents, astral planes)."""
-    words = ["", "a", "a\x00b", "a\x00", "B", "b", "é", "e\u0301", "z", "\U0001f600", "ａ", "\x7f"]
+    """Ranks are sorted by code point, which is SQLite's BINARY order on UTF-8 and PostgreSQL's "C" collation
+    (control characters, accents, astral planes)."""
+    words = ["", "a", "a\x01b", "a\x01", "B", "b", "é", "e\u0301", "z", "\U0001f600", "ａ", "\x7f"]
 
     def labelled(path):
         x = np.load(path)
@@ -197,7 +198,7 @@ def test_string_order_is_sqlite_order(tmp_path):
 
     src = write_sources(tmp_path / "src", {f"w{i:02d}": np.full(1, i, np.int16) for i in range(len(words))})
     store = ls.compile(src, tmp_path / "store", callback=labelled, valid_exts=[".npy"])
-    for probe in ["a", "a\x00", "b", "é", "\U0001f600", "", "zz"]:
+    for probe in ["a", "a\x01", "b", "é", "\U0001f600", "", "zz"]:
         for op in ["==", "!=", "<", "<=", ">", ">="]:
             e = Compare("w", op, probe)
             expected = [f"w{i:02d}" for i, w in enumerate(words) if e.match({"w": w})]
@@ -205,7 +206,9 @@ def test_string_order_is_sqlite_order(tmp_path):
             assert store.select(e.sql()).keys == expected, (op, probe)
     e = meta.w.between("a", "é")
     assert store.where(e).keys == [f"w{i:02d}" for i, w in enumerate(words) if "a" <= w <= "é"]
-    assert store.where(meta.w.isin(["a\x00b", "zz", "B"])).keys == ["w02", "w04"]
+    assert store.where(meta.w.isin(["a\x01b", "zz", "B"])).keys == ["w02", "w04"]
+    with pytest.raises(ls.InvalidDataError, match=r"metadata 'w' holds a NUL character"):
+        ls.compile(src, tmp_path / "nul", callback=lambda p: (np.load(p), {"w": "a\x00b"}), valid_exts=[".npy"])
 
 
 def test_numbers_beyond_2_53_and_at_the_float_limits_compare_as_the_sql_form_does(tmp_path):
