@@ -16,9 +16,9 @@ pg_start() {
   local as_pg=(runuser -u postgres --)
   [ "$(id -u)" = "$(id -u postgres)" ] && as_pg=()
   "${as_pg[@]}" "$bin/initdb" -A trust --no-locale -E UTF8 -U postgres -D "$PG_DIR/data" >/dev/null
-  PG_PORT=55432
+  PG_PORT=${PG_PORT:-55432}
   "${as_pg[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w start \
-    -o "-k $PG_DIR -c listen_addresses='' -p $PG_PORT -c fsync=off -c max_connections=200" >/dev/null
+    -o "-k $PG_DIR -c listen_addresses='' -p $PG_PORT -c fsync=off -c max_connections=500" >/dev/null
   PG_BIN=$bin
   export LARDON_STORE_TEST_PG="postgresql+psycopg://postgres@/postgres?host=$PG_DIR&port=$PG_PORT"
   echo "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on $PG_DIR (port $PG_PORT)"

@@ -128,7 +128,8 @@ class StoreHandle:
                 if current is None:
                     check_no_foreign_tables(conn, self.catalog)
         finally:
-            probe.dispose()
+            if self.catalog.is_sqlite:  # (PostgreSQL engines are shared within the process)
+                probe.dispose()
         if not self.readonly and current != migrate.head_revision():
             with catalog_lock(self.engine, self.catalog):
                 migrate.upgrade(self.engine)
@@ -137,8 +138,6 @@ class StoreHandle:
     def engine(self) -> Engine:
         """The catalog's SQLAlchemy engine (one per process)."""
         if self._engine is None or self._engine_pid != os.getpid():
-            if self._engine is not None and self.catalog.url is not None:
-                self._engine.dispose(close=False)  # (the parent's pooled connections are not ours to use or close)
             self._engine = make_engine(self.catalog, self.readonly, self.immutable)
             self._engine_pid = os.getpid()
         return self._engine

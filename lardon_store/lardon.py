@@ -23,7 +23,7 @@ from .catalog.writer import CatalogWriter, retire_all, retire_keys
 from .compiler.callback import default_callback, prepare, split_result
 from .compiler.scan import entry_key, scan
 from .errors import EntryNotFoundError, InvalidDataError, LegacyNotImportedError
-from .format.layout import DEFAULT_MAX_SHARD_BYTES, LEGACY_CATALOG
+from .format.layout import CATALOG_URL_NAME, DEFAULT_MAX_SHARD_BYTES, LEGACY_CATALOG
 from .handle import StoreHandle
 from .io.lock import store_lock
 from .selection.selection import Selection, scatter
@@ -41,7 +41,8 @@ def checkdir(path: str | os.PathLike) -> Path:
 
 def _open(path: str | os.PathLike) -> Store:
     root = Path(path)
-    if not catalog_path(root).is_file() and (root / LEGACY_CATALOG).is_file():
+    new = not catalog_path(root).is_file() and not (root / CATALOG_URL_NAME).is_file()
+    if new and (root / LEGACY_CATALOG).is_file():
         raise LegacyNotImportedError(
             f"{root}: this is a folder of the original lardon ({LEGACY_CATALOG}) with no lardon_store catalog yet. "
             f"Import it once (its files stay in place): lardon_store.import_lardon({str(root)!r}) or "

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 from pathlib import Path
 
 import numpy as np
+from pg_helpers import catalog_sql
 
 
 def features(path: str):
@@ -43,19 +43,18 @@ def write_sources(root: Path, n: int = 30) -> Path:
 def entries_of(store) -> tuple:
     """What a store holds, wherever its bytes are: every live entry (key, dtype, shape, checksum, metadata, bytes),
     every source row and metadata value."""
-    con = sqlite3.connect(store.root / "catalog.sqlite")
-    try:
-        rows = con.execute(
-            "SELECT e.key, a.field, a.dtype, a.shape, a.checksum, e.metadata FROM entries e "
-            "JOIN arrays a ON a.entry_id = e.id WHERE e.died IS NULL ORDER BY e.key, a.field"
-        ).fetchall()
-        sources = con.execute("SELECT path, size, content_hash, callback_version, status, error FROM sources "
-                              "ORDER BY path").fetchall()  # fmt: skip
-        meta = con.execute(
-            "SELECT e.key, m.key, m.type, m.num, m.text FROM meta_values m JOIN entries e ON e.id = m.entry_id "
-            "WHERE e.died IS NULL ORDER BY e.key, m.key"
-        ).fetchall()
-    finally:
-        con.close()
+    rows = catalog_sql(
+        store.root,
+        "SELECT e.key, a.field, a.dtype, a.shape, a.checksum, e.metadata FROM entries e "
+        "JOIN arrays a ON a.entry_id = e.id WHERE e.died IS NULL ORDER BY e.key, a.field",
+    )
+    sources = catalog_sql(
+        store.root, "SELECT path, size, content_hash, callback_version, status, error FROM sources ORDER BY path"
+    )
+    meta = catalog_sql(
+        store.root,
+        "SELECT e.key, m.key, m.type, m.num, m.text FROM meta_values m JOIN entries e ON e.id = m.entry_id "
+        "WHERE e.died IS NULL ORDER BY e.key, m.key",
+    )
     data = [store[i].tobytes() for i in range(len(store))]
     return rows, sources, meta, data

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from pg_helpers import catalog_sql
 
 import lardon_store as ls
 
@@ -68,15 +68,15 @@ def assert_same(a: dict, b: dict) -> None:
 
 
 def check_catalog(root: Path) -> None:
-    """integrity_check ok, no duplicate sources or keys, every entry's source present."""
-    con = sqlite3.connect(root / "catalog.sqlite")
-    try:
-        assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        assert con.execute("PRAGMA foreign_key_check").fetchall() == []
-        n, distinct = con.execute("SELECT count(*), count(DISTINCT key) FROM entries WHERE died IS NULL").fetchone()
-        assert n == distinct
-    finally:
-        con.close()
+    """integrity_check ok (SQLite), every foreign key resolved, no duplicate live keys."""
+    if (root / "catalog.sqlite").exists():
+        assert catalog_sql(root, "PRAGMA integrity_check") == [("ok",)]
+        assert catalog_sql(root, "PRAGMA foreign_key_check") == []
+    dangling = "SELECT count(*) FROM arrays WHERE entry_id NOT IN (SELECT id FROM entries) OR shard_id NOT IN " \
+        "(SELECT id FROM shards)"  # fmt: skip
+    assert catalog_sql(root, dangling) == [(0,)]
+    [(n, distinct)] = catalog_sql(root, "SELECT count(*), count(DISTINCT key) FROM entries WHERE died IS NULL")
+    assert n == distinct
 
 
 def assert_entries_match_sources(root: Path, src: Path, before: dict | None = None) -> None:

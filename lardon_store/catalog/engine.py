@@ -23,12 +23,14 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, InterfaceError
 from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.pool import NullPool
@@ -54,7 +56,23 @@ __all__ = [
 ]
 
 CATALOG_ENV = "LARDON_STORE_CATALOG"
+_ENGINES: dict[tuple[str, bool, int], Engine] = {}  # PostgreSQL engines by (URL, read-only, process)
+_ENGINES_LOCK = threading.Lock()
+
+
+def _forget_parent_engines() -> None:
+    """(In a forked child.) Drop the parent's PostgreSQL engines without closing their connections: those belong
+    to the parent, and closing one from here would end the parent's session."""
+    global _ENGINES_LOCK
+    for engine in _ENGINES.values():
+        engine.dispose(close=False)
+    _ENGINES.clear()
+    _ENGINES_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_parent_engines)
 LOCK_KEY = 0x4C52444E  # the advisory lock of a PostgreSQL catalog's one writer ("LRDN")
+_DEAD_HOLDER_SECONDS = 1.0  # how long a refused lock is asked for again before StoreLockedError
 
 
 def catalog_path(root: str | os.PathLike) -> Path:
@@ -91,7 +109,10 @@ class CatalogLocation:
 
 def without_password(url: str) -> str:
     """``url`` with any password removed (what the store folder records and what messages show)."""
-    return make_url(url).set(password=None).render_as_string(hide_password=False)
+    u = make_url(url)
+    return URL.create(u.drivername, u.username, None, u.host, u.port, u.database, u.query).render_as_string(
+        hide_password=False
+    )
 
 
 def _check_url(url: str, where: str) -> str:
@@ -157,14 +178,20 @@ def make_engine(location: CatalogLocation, readonly: bool, immutable: bool = Fal
     writes while it is open).
 
     SQLite connections are not pooled across calls (NullPool), so nothing is shared with a forked child: each
-    process opens its own sqlite3 connection when it needs one. PostgreSQL connections are pooled (two per process
-    at most, kept): the handle makes a new engine in a forked child.
+    process opens its own sqlite3 connection when it needs one. A PostgreSQL engine is shared by every handle of the
+    same catalog and mode in a process, its connections pooled: one kept open (up to four more while several threads
+    query at once); a forked child gets engines of its own.
     """
     if location.url is not None:
-        args = {"connect_timeout": 10, "application_name": "lardon_store"}
-        if readonly:
-            args["options"] = "-c default_transaction_read_only=on"
-        return create_engine(location.url, pool_size=2, max_overflow=6, connect_args=args)
+        key = (location.url, readonly, os.getpid())
+        with _ENGINES_LOCK:
+            engine = _ENGINES.get(key)
+            if engine is None:
+                args = {"connect_timeout": 10, "application_name": "lardon_store"}
+                if readonly:
+                    args["options"] = "-c default_transaction_read_only=on"
+                engine = _ENGINES[key] = create_engine(location.url, pool_size=1, max_overflow=4, connect_args=args)
+        return engine
     path = location.path.resolve()
     mode = "ro" if readonly else "rwc"
     uri = f"file:{path.as_posix()}?mode={mode}" + ("&immutable=1" if readonly and immutable else "")
@@ -301,8 +328,9 @@ def checkpoint(engine: Engine) -> None:
 
 def catalog_lock(engine: Engine, location: CatalogLocation):
     """A context holding the single-writer lock of a PostgreSQL catalog (a session advisory lock, freed by the
-    server when the holder's session ends, a killed writer included); StoreLockedError at once if another session
-    holds it. A no-op for SQLite, whose writers hold the store folder's ``write.lock`` (``io.lock``)."""
+    server when the holder's session ends, a killed writer included); StoreLockedError if another session still
+    holds it after a second (the server ends a killed holder's session within milliseconds, not at once). A no-op
+    for SQLite, whose writers hold the store folder's ``write.lock`` (``io.lock``)."""
     if location.url is None:
         return nullcontext()
     return _advisory_lock(engine, location)
@@ -312,8 +340,13 @@ def catalog_lock(engine: Engine, location: CatalogLocation):
 def _advisory_lock(engine: Engine, location: CatalogLocation) -> Iterator[None]:
     try:
         conn = engine.connect()
-        held = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({LOCK_KEY})").scalar()
-        conn.commit()
+        deadline = time.monotonic() + _DEAD_HOLDER_SECONDS
+        while True:
+            held = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({LOCK_KEY})").scalar()
+            conn.commit()
+            if held or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)  # (a holder killed a moment ago: its server process has yet to see the socket close)
     except (SAOperationalError, InterfaceError) as exc:
         raise read_error(exc, location) from None
     try:

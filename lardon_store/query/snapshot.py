@@ -26,6 +26,7 @@ import sqlite3
 import threading
 import weakref
 from bisect import bisect_left, bisect_right
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -281,18 +282,18 @@ class SnapshotCache:
             # After fork the parent's connection and lock are not ours: start over, and never close theirs.
             _abandon(self._conn)
             self._pid, self._lock, self._conn, self._snapshot = os.getpid(), threading.Lock(), None, None
-        with self._lock:
-            file_id = _file_id(store)
-            if self._conn is None or file_id != self._file_id:
-                if self._conn is not None:
-                    self._conn.close()
-                with read_errors(store.catalog):
+        with self._lock, ExitStack() as borrowed:
+            if store.catalog.is_sqlite:
+                file_id = _file_id(store)
+                if self._conn is None or file_id != self._file_id:
+                    if self._conn is not None:
+                        self._conn.close()
                     self._conn, self._file_id, self._snapshot = store.engine.connect(), file_id, None
-                if store.catalog.is_sqlite:
                     self._raw, self._path = self._conn.connection.driver_connection, os.fspath(store.catalog.path)
-                else:
-                    self._raw, self._path = None, ""
-            conn = self._conn
+                conn = self._conn
+            else:  # (a pooled connection, given back at once: a handle keeps at most one open to the server)
+                with read_errors(store.catalog):
+                    conn = borrowed.enter_context(store.engine.connect())
             with read_errors(store.catalog), conn.begin():
                 # Read inside the transaction, the version names the very catalog state this transaction reads.
                 version = _version(conn)
@@ -310,16 +311,13 @@ class SnapshotCache:
         """Whether nothing committed since ``snap`` was read: on SQLite the same catalog file and ``data_version``
         (read outside a transaction: a few microseconds); on PostgreSQL the same latest generation and token (one
         indexed query)."""
-        if self._conn is None or self._snapshot is not snap:
+        if self._snapshot is not snap:
             return False
-        if self._raw is None:
-            try:
-                with read_errors(store.catalog), self._conn.begin():
-                    return _version(self._conn) == snap.version
-            except Exception:
-                self._conn.invalidate()  # (a broken connection: the caller opens a new one)
-                self._conn = None
-                raise
+        if not store.catalog.is_sqlite:
+            with read_errors(store.catalog), store.engine.connect() as conn, conn.begin():
+                return _version(conn) == snap.version
+        if self._conn is None:
+            return False
         try:
             stat = os.stat(self._path)
         except FileNotFoundError:

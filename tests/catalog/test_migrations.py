@@ -19,6 +19,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from conftest import sha256
+from pg_helpers import catalog_sql
+from sqlalchemy import inspect
 
 import lardon_store as ls
 from lardon_store.catalog import migrate, schema
@@ -27,21 +29,25 @@ from lardon_store.format.layout import APPLICATION_ID, CATALOG_NAME
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def catalog_hashes(store: Path) -> tuple[str, bytes]:
-    """SHA-256 of the catalog file, and what its write-ahead log holds (a read-only open may create an empty
-    -wal and a -shm index, but must write no page)."""
+def catalog_hashes(store: Path) -> tuple:
+    """SHA-256 of the SQLite catalog file, and what its write-ahead log holds (a read-only open may create an empty
+    -wal and a -shm index, but must write no page); for a PostgreSQL catalog, its revision, its tables and their
+    rows."""
+    if not (store / CATALOG_NAME).exists():
+        names = [n for (n,) in catalog_sql(store, TABLES)]
+        return tuple((n, tuple(sorted(map(repr, catalog_sql(store, f'SELECT * FROM "{n}"'))))) for n in names)
     wal = store / (CATALOG_NAME + "-wal")
     return sha256(store / CATALOG_NAME), wal.read_bytes() if wal.exists() else b""
 
 
+TABLES = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY 1"
+
+
 def stamp(store: Path, revision: str | None) -> None:
-    """Write ``revision`` into alembic_version with plain sqlite3 (as another program would)."""
-    conn = sqlite3.connect(store / CATALOG_NAME)
-    with conn:
-        conn.execute("DELETE FROM alembic_version")
-        if revision is not None:
-            conn.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (revision,))
-    conn.close()
+    """Write ``revision`` into alembic_version directly (as another program would)."""
+    catalog_sql(store, "DELETE FROM alembic_version", write=True)
+    if revision is not None:
+        catalog_sql(store, "INSERT INTO alembic_version (version_num) VALUES (?)", (revision,), write=True)
 
 
 def run_alembic(engine, action, *args) -> None:
@@ -69,8 +75,7 @@ def test_downgrade_to_base_and_up_again(store_path):
     run_alembic(writable.engine, command.downgrade, "base")
     with writable.engine.connect() as conn:
         assert migrate.current_revision(conn) is None
-        tables = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert tables <= {"alembic_version"}
+        assert set(inspect(conn).get_table_names()) <= {"alembic_version"}
     run_alembic(writable.engine, command.upgrade, "head")
     with writable.engine.connect() as conn:
         assert migrate.current_revision(conn) == migrate.head_revision()
@@ -184,6 +189,7 @@ def test_read_only_open_of_a_catalog_downgraded_to_base_says_to_migrate(store_pa
     assert len(ls.open(store_path)) == 0
 
 
+@pytest.mark.sqlite_only
 def test_sqlite_settings(store_path):
     path = store_path / CATALOG_NAME
     conn = sqlite3.connect(path)
@@ -200,7 +206,7 @@ def test_sqlite_settings(store_path):
 
 def test_read_only_store_cannot_write(store):
     with store.engine.connect() as conn:
-        with pytest.raises(Exception, match="readonly"):
+        with pytest.raises(Exception, match="readonly|read-only"):
             conn.exec_driver_sql("DELETE FROM entries")
 
 

@@ -4,11 +4,11 @@ incremental recompiles, gc and verify on such stores."""
 from __future__ import annotations
 
 import shutil
-import sqlite3
 
 import numpy as np
 import pytest
 from fields_helpers import AUDIO_ALIGN, aligned_entry, fields_callback, fields_store, write_markers
+from pg_helpers import catalog_sql
 
 import lardon_store as ls
 
@@ -117,12 +117,11 @@ def test_gc_moves_every_field_and_verify_names_the_damaged_one(tmp_path, entries
     np.testing.assert_array_equal(pinned.crop(1, 3, 5)["audio"], entries["s1"]["audio"][3 * 256 : 8 * 256])
     report = store.verify()
     assert report.ok and report.entries_checked == 3 and report.arrays_checked == 9
-    with sqlite3.connect(tmp_path / "store" / "catalog.sqlite") as con:
-        path, offset = con.execute(
-            "SELECT s.path, a.offset FROM arrays a JOIN entries e ON e.id = a.entry_id JOIN shards s "
-            "ON s.id = a.shard_id WHERE e.key = 's2' AND a.field = 'mel' AND e.died IS NULL"
-        ).fetchone()
-    con.close()
+    [(path, offset)] = catalog_sql(
+        tmp_path / "store",
+        'SELECT s.path, a."offset" FROM arrays a JOIN entries e ON e.id = a.entry_id JOIN shards s '
+        "ON s.id = a.shard_id WHERE e.key = 's2' AND a.field = 'mel' AND e.died IS NULL",
+    )
     with open(tmp_path / "store" / path, "r+b") as f:
         f.seek(offset + 8)
         f.write(b"\xff\xff\xff\xff")
@@ -133,9 +132,11 @@ def test_gc_moves_every_field_and_verify_names_the_damaged_one(tmp_path, entries
 
 def test_an_entry_missing_a_field_is_damage_that_reads_and_verify_name(tmp_path, entries):
     store = fields_store(tmp_path, entries, AUDIO_ALIGN)
-    with sqlite3.connect(tmp_path / "store" / "catalog.sqlite") as con:
-        con.execute("DELETE FROM arrays WHERE field = 'f0' AND entry_id = (SELECT id FROM entries WHERE key = 's1')")
-    con.close()
+    catalog_sql(
+        tmp_path / "store",
+        "DELETE FROM arrays WHERE field = 'f0' AND entry_id = (SELECT id FROM entries WHERE key = 's1')",
+        write=True,
+    )
     shutil.rmtree(tmp_path / "store" / "snapshot", ignore_errors=True)
     report = store.verify()
     assert [(d.key, d.source) for d in report.damaged] == [("s1", "s1.npy")]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -16,6 +15,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from incremental_helpers import assert_same, check_catalog, expected, load, make_tree, store_contents, write_npy
+from pg_helpers import catalog_sql
 
 import lardon_store as ls
 from lardon_store.cli import main
@@ -149,22 +149,14 @@ def test_touch_runs_no_callback_and_keeps_ids(tmp_path):
     make_tree(src, 6)
     loader = Counting()
     ls.compile(src, dst, loader)
-    con = sqlite3.connect(dst / "catalog.sqlite")
-    rows = con.execute(
-        "SELECT id, key, shard_id, offset FROM entries JOIN arrays ON entry_id = id ORDER BY key"
-    ).fetchall()
+    placed = 'SELECT id, key, shard_id, "offset" FROM entries JOIN arrays ON entry_id = id ORDER BY key'
+    rows = catalog_sql(dst, placed)
     for path in src.rglob("*.npy"):
         path.touch()
     loader.calls.clear()
     summary = ls.compile(src, dst, loader).last_compile
     assert not loader.calls and summary.unchanged == 6
-    assert (
-        con.execute(
-            "SELECT id, key, shard_id, offset FROM entries JOIN arrays ON entry_id = id ORDER BY key"
-        ).fetchall()
-        == rows
-    )
-    con.close()
+    assert catalog_sql(dst, placed) == rows
 
 
 def test_content_hashes_of_the_previous_release_still_tell_a_touch_from_a_change(tmp_path):
@@ -175,12 +167,9 @@ def test_content_hashes_of_the_previous_release_still_tell_a_touch_from_a_change
     src, dst = tmp_path / "src", tmp_path / "store"
     make_tree(src, 4)
     ls.compile(src, dst, load)
-    con = sqlite3.connect(dst / "catalog.sqlite")
-    with con:
-        for (path,) in con.execute("SELECT path FROM sources").fetchall():
-            digest = hashlib.sha256((src / path).read_bytes()).hexdigest()
-            con.execute("UPDATE sources SET content_hash = ? WHERE path = ?", (digest, path))
-    con.close()
+    for (path,) in catalog_sql(dst, "SELECT path FROM sources"):
+        digest = hashlib.sha256((src / path).read_bytes()).hexdigest()
+        catalog_sql(dst, "UPDATE sources SET content_hash = ? WHERE path = ?", (digest, path), write=True)
     files = sorted(src.rglob("*.npy"))
     files[0].touch()
     edited = np.load(files[1])

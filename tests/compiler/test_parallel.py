@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from pg_helpers import catalog_sql
 
 import lardon_store
 from lardon_store import CallbackError
@@ -30,22 +29,19 @@ def _sources(root, n=30):
 
 
 def _dump(store) -> tuple:
-    con = sqlite3.connect(store.root / "catalog.sqlite")
-    try:
-        entries = con.execute(
-            "SELECT e.key, s.path, a.offset, a.nbytes, a.dtype, a.shape, a.checksum, e.metadata "
-            "FROM entries e JOIN arrays a ON a.entry_id = e.id JOIN shards s ON s.id = a.shard_id ORDER BY e.key"
-        ).fetchall()
-        srcs = con.execute(
-            "SELECT path, size, content_hash, callback_version, status, error FROM sources ORDER BY path"
-        )
-        meta = con.execute(
-            "SELECT e.key, m.key, m.type, m.num, m.text FROM meta_values m JOIN entries e ON e.id = m.entry_id "
-            "ORDER BY e.key, m.key"
-        ).fetchall()
-        srcs = srcs.fetchall()
-    finally:
-        con.close()
+    entries = catalog_sql(
+        store.root,
+        'SELECT e.key, s.path, a."offset", a.nbytes, a.dtype, a.shape, a.checksum, e.metadata '
+        "FROM entries e JOIN arrays a ON a.entry_id = e.id JOIN shards s ON s.id = a.shard_id ORDER BY e.key",
+    )
+    srcs = catalog_sql(
+        store.root, "SELECT path, size, content_hash, callback_version, status, error FROM sources ORDER BY path"
+    )
+    meta = catalog_sql(
+        store.root,
+        "SELECT e.key, m.key, m.type, m.num, m.text FROM meta_values m JOIN entries e ON e.id = m.entry_id "
+        "ORDER BY e.key, m.key",
+    )
     blobs = {p.name: p.read_bytes() for p in sorted((store.root / "blobs").iterdir())}
     return entries, srcs, meta, blobs
 

@@ -276,6 +276,7 @@ def copy_without_wal(root: Path, to: Path) -> Path:
     return to
 
 
+@pytest.mark.sqlite_only  # (the SQLite catalog file itself)
 def test_stores_open_and_read_on_read_only_mounts_and_as_copies(tmp_path, read_only_mount):
     src, dst = build(tmp_path, names=[f"s{i}" for i in range(6)])
     (src / "s0.npy").unlink()
@@ -297,6 +298,7 @@ def test_stores_open_and_read_on_read_only_mounts_and_as_copies(tmp_path, read_o
         ls.gc_store(dst, keep_seconds=0)
 
 
+@pytest.mark.sqlite_only  # (the SQLite catalog file itself)
 def test_a_wal_with_commits_on_read_only_media_is_named_not_misread(tmp_path, read_only_mount):
     import shutil
     import sqlite3

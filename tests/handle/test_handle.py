@@ -13,6 +13,7 @@ from lardon_store.handle import StoreHandle
 from lardon_store.testing import empty_store, store_from_arrays
 
 
+@pytest.mark.sqlite_only  # (the SQLite catalog file itself)
 def test_create_makes_an_empty_store_at_the_newest_revision(tmp_path):
     handle = StoreHandle.create(tmp_path / "new")
     assert (tmp_path / "new" / CATALOG_NAME).is_file() and (tmp_path / "new" / BLOBS_DIR).is_dir()

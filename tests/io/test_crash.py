@@ -95,6 +95,7 @@ def _catalog_bytes(dst):
     return max(p.stat().st_size for p in dst.glob("catalog.sqlite*"))
 
 
+@pytest.mark.sqlite_only  # (the SQLite catalog file itself)
 def test_disk_full_on_shard(tmp_path):
     src, dst = tmp_path / "src", tmp_path / "store"
     make_tree(src, 6)
@@ -111,6 +112,7 @@ def test_disk_full_on_shard(tmp_path):
     _recover_and_check(src, dst)
 
 
+@pytest.mark.sqlite_only  # (the SQLite catalog file itself)
 def test_disk_full_on_catalog(tmp_path):
     src, dst = tmp_path / "src", tmp_path / "store"
     make_tree(src, 4)
