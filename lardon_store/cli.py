@@ -73,6 +73,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     --align FIELD=AXIS:RATE lines up the time axes of the fields a callback returns as a dict (see docs/fields.md);
     a later compile without --align uses the alignment recorded with the store.
 
+    --catalog postgresql+psycopg://user@host/dbname keeps a new store's catalog in that PostgreSQL database (the
+    folder records the URL, without password, in catalog.url; every other command then finds it there).
+
     --scheduler tcp://host:8786 runs the callbacks on a running Dask cluster (pip install lardon_store[dask]):
     its workers must see DST at the same path (a shared filesystem) and import the callback's module.
     Python twin: compile(..., executor=distributed.Client(address).get_executor()).
@@ -97,6 +100,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             callback_version=args.callback_version, on_error=args.on_error, workers=args.workers,
             exclude=args.exclude or (), align=dict(args.align) if args.align else None,
             align_tolerance=args.align_tolerance, executor=client.get_executor() if client is not None else None,
+            catalog=args.catalog,
         )  # fmt: skip
     finally:
         if client is not None:
@@ -355,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip: record a failing source in the catalog and go on")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--workers", type=int, default=0, help="run the callback in N processes (default 0: in this one)")
+    p.add_argument("--catalog", metavar="URL",
+                   help="a PostgreSQL URL for a new store's catalog (default: catalog.sqlite in DST)")  # fmt: skip
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="run the callbacks on the Dask cluster of this scheduler, e.g. tcp://host:8786")  # fmt: skip
     p.add_argument(

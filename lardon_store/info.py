@@ -29,6 +29,7 @@ class StoreInfo:
     generation: int = 0
     fields: dict[str, dict[int, tuple[list[int], list[int]]]] = field(default_factory=dict)  # named fields' ranges
     alignment: dict[str, tuple[int, int]] = field(default_factory=dict)  # field -> (axis, rate)
+    catalog: str = ""  # the catalog file, or the PostgreSQL URL (without password)
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as plain JSON-ready values (``lardon-store info --json``)."""
@@ -37,6 +38,7 @@ class StoreInfo:
     def __str__(self) -> str:
         lines = [
             f"store      {self.root} (catalog revision {self.revision})",
+            *([f"catalog    {self.catalog}"] if self.catalog.startswith("postgresql") else []),
             f"entries    {self.entries:,} ({self.bytes / 1e6:,.1f} MB in {self.shards} shard(s)), generation "
             f"{self.generation}",
             "dtypes     " + ", ".join(f"{d}: {n:,}" for d, n in sorted(self.dtypes.items())),

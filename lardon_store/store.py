@@ -274,7 +274,7 @@ class Store(StoreHandle):
         failed = [{"path": p, "error": e} for p, e in counts.pop("failed_sources")]
         return StoreInfo(
             root=str(self.root), revision=self.revision(), shape_ranges=ranges.pop("", {}), failed_sources=failed,
-            fields=ranges, alignment=everything.alignment, **counts,
+            fields=ranges, alignment=everything.alignment, catalog=str(self.catalog), **counts,
         )  # fmt: skip
 
     def gc(self, keep_seconds: float = DEFAULT_KEEP_SECONDS, keep_generations: int = 0) -> int:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pg_helpers
 import pytest
 from pg_helpers import create_database, drop_databases
 
@@ -75,6 +76,7 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    pg_helpers.BACKEND = config.getoption("--catalog-backend")
     config.addinivalue_line("markers", "sqlite_only: reads or crafts catalog.sqlite itself (not run on PostgreSQL)")
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, make_url
 from sqlalchemy.pool import NullPool
 
 SERVER_ENV = "LARDON_STORE_TEST_PG"
+BACKEND = "sqlite"  # the run's --catalog-backend (set by conftest.py)
 
 
 def server_url() -> str | None:

@@ -336,7 +336,7 @@ class Between(Expr):
         lo, hi, mv = self.low, self.high, meta_values.c
         match kind(lo):
             case "str":
-                return (mv.text.between(lo, hi),)
+                return (mv.text >= lo, mv.text <= hi)  # (not BETWEEN: PostgreSQL refuses its collated bounds)
             case "bool":
                 return (mv.type == "bool", mv.num.between(float(lo), float(hi)))
             case _:

@@ -1,7 +1,12 @@
 """Crafted or damaged catalog rows: reading them raises CorruptStoreError naming the entry, never crashes.
 
-Each case edits the catalog with sqlite3 directly, then reads in a subprocess, so that a segfault or SIGBUS (what
-numpy does with some of these rows) would show as a signal instead of killing the test run.
+Each case edits the catalog directly (``catalog_sql``: SQLite or PostgreSQL, as another program would), then reads in
+a subprocess, so that a segfault or SIGBUS (what numpy does with some of these rows) would show as a signal instead
+of killing the test run. The subprocess opens the store by its path: a PostgreSQL store's folder names its database
+(``catalog.url``), and the subprocess inherits the environment (PGPASSWORD and the like).
+
+Cases that need what only SQLite allows (a text or a real in an integer column, a blob in a text column, a NUL in a
+text, a row whose foreign key points nowhere) are ``sqlite_only``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_sources
+from pg_helpers import catalog_sql
 
 import lardon_store as ls
 from lardon_store.format.layout import SNAPSHOT_DIR
@@ -57,22 +63,29 @@ def victim_store(tmp_path) -> Path:
 def edit(store: Path, sql: str, *params) -> None:
     """Change catalog rows as another program would; that program must also remove the kept query snapshot
     (``snapshot/``, see query/persisted.py), or readers keep reading the rows of the generation as it was committed."""
+    [(changed,)] = catalog_sql(store, sql, params, write=True)
+    assert changed >= 1
+    shutil.rmtree(store / SNAPSHOT_DIR, ignore_errors=True)
+
+
+def edit_sqlite_without_foreign_keys(store: Path, sql: str, *params) -> None:
+    """``edit`` with the sqlite3 module's defaults, foreign keys unchecked (what a program that does not turn them
+    on can write; catalog_sql's connections check them, and PostgreSQL always does)."""
     with sqlite3.connect(store / "catalog.sqlite") as conn:
         assert conn.execute(sql, params).rowcount >= 1
     conn.close()
     shutil.rmtree(store / SNAPSHOT_DIR, ignore_errors=True)
 
 
+VICTIM_COLUMNS = ("shard_id", "offset", "nbytes", "dtype", "shape")
+
+
 def victim_row(store: Path) -> dict:
-    with sqlite3.connect(store / "catalog.sqlite") as conn:
-        conn.row_factory = sqlite3.Row
-        row = dict(
-            conn.execute(
-                "SELECT * FROM entries e JOIN arrays a ON a.entry_id = e.id WHERE e.key = ?", (VICTIM,)
-            ).fetchone()
-        )
-    conn.close()
-    return row
+    """The victim's array row (the columns the tests use)."""
+    columns = ", ".join(f'a."{c}"' for c in VICTIM_COLUMNS)
+    [row] = catalog_sql(store, f"SELECT {columns} FROM entries e JOIN arrays a ON a.entry_id = e.id WHERE e.key = ?",
+                        (VICTIM,))  # fmt: skip
+    return dict(zip(VICTIM_COLUMNS, row))
 
 
 def read_in_subprocess(store: Path) -> subprocess.CompletedProcess:
@@ -106,7 +119,7 @@ ENTRY_CASES = {
     "shape_larger_same_nbytes": "shape = '[1000000, 6]'",
     "negative_dimension": "shape = '[-4, -6]'",
     "overflowing_dimensions": "shape = '[4611686018427387904, 4]', nbytes = 0",
-    "too_many_dimensions": "shape = '[' || substr(replace(hex(zeroblob(70)), '00', '1,'), 1, 139) || ']', nbytes = 4",
+    "too_many_dimensions": "shape = '[" + ",".join(["1"] * 70) + "]', nbytes = 4",
     "float_dimension": "shape = '[4.0, 6]'",
     "bool_dimension": "shape = '[true, 96]', nbytes = 384",
     "malformed_shape": "shape = '[4, 6'",
@@ -129,11 +142,28 @@ ENTRY_CASES = {
     "2_62_and_zero": "shape = '[4611686018427387904, 0]', nbytes = 0",
     "unaligned_offset": '"offset" = "offset" + 8, nbytes = nbytes - 8, shape = \'[22]\'',
 }
+# The cases that only SQLite can hold (PostgreSQL refuses the UPDATE, or stores something else), and why.
+SQLITE_ONLY_CASES = {
+    "text_offset": "a text in the integer column offset",
+    "huge_offset_text": "a text (past 64 bits) in the integer column offset",
+    "real_offset": "a real in the integer column offset (PostgreSQL rounds it)",
+    "nul_in_dtype": "a NUL in a text",
+    "nul_in_shape": "a NUL in a text",
+    "unknown_shard": "an array row whose shard_id names no shard (PostgreSQL always checks foreign keys)",
+}
 
 
-@pytest.mark.parametrize("case", sorted(ENTRY_CASES))
+def entry_case(case: str):
+    return pytest.param(case, marks=pytest.mark.sqlite_only) if case in SQLITE_ONLY_CASES else case
+
+
+@pytest.mark.parametrize("case", [entry_case(case) for case in sorted(ENTRY_CASES)])
 def test_crafted_entry_row(victim_store, case):
-    edit(victim_store, f"UPDATE arrays SET {ENTRY_CASES[case]} WHERE {BY_KEY}", VICTIM)
+    sql = f"UPDATE arrays SET {ENTRY_CASES[case]} WHERE {BY_KEY}"
+    if case == "unknown_shard":
+        edit_sqlite_without_foreign_keys(victim_store, sql, VICTIM)
+    else:
+        edit(victim_store, sql, VICTIM)
     assert_refused(victim_store)
 
 
@@ -143,9 +173,7 @@ def _victim_shard_id(store: Path) -> int:
 
 def victim_shard(store: Path) -> str:
     """The file name of the victim's shard."""
-    with sqlite3.connect(store / "catalog.sqlite") as conn:
-        (path,) = conn.execute("SELECT path FROM shards WHERE id = ?", (_victim_shard_id(store),)).fetchone()
-    conn.close()
+    [(path,)] = catalog_sql(store, "SELECT path FROM shards WHERE id = ?", (_victim_shard_id(store),))
     return Path(path).name
 
 
@@ -156,7 +184,10 @@ def test_shape_texts_that_only_parse_together(victim_store):
     assert_refused(victim_store)
 
 
-@pytest.mark.parametrize("value", ["'not json'", "'[1, 2]'", "'{\"a\": '", "42", "x'00ff'"])
+@pytest.mark.parametrize(
+    "value",
+    ["'not json'", "'[1, 2]'", "'{\"a\": '", "42", pytest.param("x'00ff'", marks=pytest.mark.sqlite_only)],  # a blob
+)
 def test_crafted_metadata(victim_store, value):
     """Metadata is never mapped, so this one reads in-process."""
     edit(victim_store, f"UPDATE entries SET metadata = {value} WHERE key = ?", VICTIM)
@@ -212,8 +243,10 @@ def test_missing_shard_file(victim_store):
     assert_refused(victim_store, "missing")
 
 
-def test_untouched_store_reads_in_the_subprocess(victim_store):
-    """The harness itself: an intact store reads without error (so the cases above can fail)."""
+def test_untouched_store_reads_in_the_subprocess(victim_store, catalog_backend):
+    """The harness itself: an intact store reads without error (so the cases above can fail), from the catalog of
+    the backend under test (the subprocess finds a PostgreSQL one through the folder's catalog.url)."""
+    assert (victim_store / ("catalog.url" if catalog_backend == "postgresql" else "catalog.sqlite")).exists()
     result = read_in_subprocess(victim_store)
     assert result.returncode == 2 and "READ WITHOUT ERROR" in result.stdout, result.stdout + result.stderr
 
@@ -240,17 +273,17 @@ def test_deeply_nested_metadata_json_is_refused_as_damage(victim_store):
         store.metadata(i)
 
 
-def test_a_dropped_entries_table_is_a_library_error(victim_store):
-    with sqlite3.connect(victim_store / "catalog.sqlite") as conn:
-        conn.execute("DROP TABLE meta_values")
-        conn.execute("DROP TABLE arrays")
-        conn.execute("DROP TABLE entries")
-    conn.close()
+def test_a_dropped_entries_table_is_a_library_error(victim_store, catalog_backend):
+    for table in ("meta_values", "arrays", "entries"):
+        catalog_sql(victim_store, f"DROP TABLE {table}", write=True)
     shutil.rmtree(victim_store / SNAPSHOT_DIR, ignore_errors=True)
-    with pytest.raises(ls.CorruptStoreError, match="no such table"):
+    # (the database's own words: SQLite's "no such table: arrays", PostgreSQL's 'relation "arrays" does not exist')
+    missing = "no such table" if catalog_backend == "sqlite" else r'relation "\w+" does not exist'
+    with pytest.raises(ls.CorruptStoreError, match=f"the catalog cannot be read \\({missing}"):
         len(ls.open(victim_store))
 
 
+@pytest.mark.sqlite_only  # a foreign catalog.sqlite file (the PostgreSQL counterpart is the test below)
 def test_a_foreign_sqlite_file_is_left_untouched(tmp_path):
     folder = tmp_path / "other"
     folder.mkdir()
@@ -262,3 +295,26 @@ def test_a_foreign_sqlite_file_is_left_untouched(tmp_path):
     with pytest.raises(ls.IncompatibleSchemaError, match="belongs to another program"):
         ls.compile(src, folder)
     assert (folder / "catalog.sqlite").read_bytes() == before
+
+
+def test_a_foreign_postgresql_database_is_left_untouched(tmp_path, pg_url):
+    """The PostgreSQL counterpart of the test above: a database holding another program's tables."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(pg_url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+            conn.exec_driver_sql("INSERT INTO notes VALUES (1, 'kept')")
+        src = write_sources(tmp_path / "raw", {"a": np.arange(3)})
+        with pytest.raises(ls.IncompatibleSchemaError, match="belongs to another program"):
+            ls.compile(src, tmp_path / "other", catalog=pg_url)
+        with engine.begin() as conn:
+            tables = conn.exec_driver_sql(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+            ).fetchall()
+            assert tables == [("notes",)]
+            assert conn.exec_driver_sql("SELECT * FROM notes").fetchall() == [(1, "kept")]
+    finally:
+        engine.dispose()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 
 import numpy as np
 import pytest
 from incremental_helpers import assert_entries_match_sources, expected, load, make_tree, start_child
+from pg_helpers import catalog_sql
 
 import lardon_store as ls
 from lardon_store.io.lock import store_lock
@@ -29,16 +29,11 @@ def _wait_for_first_commit(dst, proc, timeout=30.0):
 
 def _snapshot(dst):
     """Every entry's key and array, from one read transaction of the catalog (what a reader process sees)."""
-    con = sqlite3.connect(dst / "catalog.sqlite", isolation_level=None)
-    try:
-        con.execute("BEGIN")
-        rows = con.execute(
-            "SELECT e.key, s.path, a.offset, a.nbytes, a.dtype, a.shape FROM entries e "
-            "JOIN arrays a ON a.entry_id = e.id JOIN shards s ON s.id = a.shard_id WHERE e.died IS NULL ORDER BY e.key"
-        ).fetchall()
-        con.execute("COMMIT")
-    finally:
-        con.close()
+    rows = catalog_sql(
+        dst,
+        'SELECT e.key, s.path, a."offset", a.nbytes, a.dtype, a.shape FROM entries e '
+        "JOIN arrays a ON a.entry_id = e.id JOIN shards s ON s.id = a.shard_id WHERE e.died IS NULL ORDER BY e.key",
+    )
     arrays = []
     for _, path, offset, nbytes, dtype, shape in rows:
         with open(dst / path, "rb") as f:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from incremental_helpers import (
     store_contents,
     write_npy,
 )
+from pg_helpers import catalog_sql
 
 import lardon_store as ls
 from lardon_store.cli import main
@@ -88,13 +88,12 @@ def test_reader_with_mapped_old_shard_reads_correct_data_after_gc(tmp_path):
 
 
 def _flip_byte(dst, key, delta=5):
-    con = sqlite3.connect(dst / "catalog.sqlite")
-    path, offset = con.execute(
-        "SELECT s.path, a.offset FROM entries e JOIN arrays a ON a.entry_id = e.id JOIN shards s ON s.id = a.shard_id "
-        "WHERE e.key = ? AND e.died IS NULL",
+    [(path, offset)] = catalog_sql(
+        dst,
+        'SELECT s.path, a."offset" FROM entries e JOIN arrays a ON a.entry_id = e.id '
+        "JOIN shards s ON s.id = a.shard_id WHERE e.key = ? AND e.died IS NULL",
         (key,),
-    ).fetchone()
-    con.close()
+    )
     with open(dst / path, "r+b") as f:
         f.seek(offset + delta)
         byte = f.read(1)

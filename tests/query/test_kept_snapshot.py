@@ -112,6 +112,7 @@ def test_a_damaged_key_file_is_refused_and_rebuilt(root, monkeypatch):
     assert calls == ["tag"]
 
 
+@pytest.mark.sqlite_only  # restores catalog.sqlite from a copy of the file (and deletes its -wal and -shm)
 def test_a_catalog_restored_from_a_backup_does_not_trust_files_of_another_history(root, tmp_path, monkeypatch):
     backup = tmp_path / "backup.sqlite"
     shutil.copy(root / "catalog.sqlite", backup)

@@ -16,11 +16,12 @@ from conftest import write_sources
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
-from query_stores import empty_store, fill_store
+from pg_helpers import catalog_sql
 from test_query import KEYS, exprs, metadata_values, oracle
 
 import lardon_store as ls
 from lardon_store import meta
+from lardon_store.format.layout import SNAPSHOT_DIR
 from lardon_store.query import Compare, Exists, Or
 from lardon_store.store import open_store
 from lardon_store.testing import store_from_arrays
@@ -93,6 +94,7 @@ def test_queries_see_additions_changes_and_deletions(built):
     assert store.select((meta.parity == "even").sql()).keys == evens
 
 
+@pytest.mark.sqlite_only  # a new catalog.sqlite file under an open store (a PostgreSQL store keeps its database)
 def test_a_catalog_replaced_by_a_new_file_is_noticed(built, tmp_path):
     src, root = built
     store = open_store(root)
@@ -102,6 +104,7 @@ def test_a_catalog_replaced_by_a_new_file_is_noticed(built, tmp_path):
     assert store.where(meta.n >= 0).keys == keys_of([50, 51])
 
 
+@pytest.mark.sqlite_only  # a deleted catalog.sqlite (deleting the folder of a PostgreSQL store leaves its database)
 def test_a_deleted_store_is_named(built):
     _, root = built
     store = open_store(root)
@@ -163,24 +166,40 @@ def test_all_reuses_the_snapshot_columns(built, monkeypatch):
     np.testing.assert_array_equal(store[3], np.full(3, 3, np.int32))
 
 
+# An infinite number: SQLite reads 1e999 as one; PostgreSQL refuses that literal but takes 'Infinity' in a float column.
+INFINITY = {"sqlite": "1e999", "postgresql": "'Infinity'"}
+
+
 @pytest.mark.parametrize(
     "damage, key",
     [
         ("UPDATE meta_values SET type = 'complex' WHERE key = 'n' AND entry_id = 3", "n"),
         ("UPDATE meta_values SET num = NULL WHERE key = 'tenth' AND entry_id = 4", "tenth"),
-        ("UPDATE meta_values SET num = 'many' WHERE key = 'n' AND entry_id = 5", "n"),
+        pytest.param(  # a text in the number column
+            "UPDATE meta_values SET num = 'many' WHERE key = 'n' AND entry_id = 5", "n", marks=pytest.mark.sqlite_only
+        ),
         ("UPDATE meta_values SET text = NULL WHERE key = 'parity' AND entry_id = 6", "parity"),
-        ("UPDATE meta_values SET text = x'00ff' WHERE key = 'parity' AND entry_id = 6", "parity"),
-        ("UPDATE meta_values SET num = 1e999 WHERE key = 'tenth' AND entry_id = 2", "tenth"),
-        ("UPDATE meta_values SET entry_id = 999 WHERE key = 'n' AND entry_id = 7", "n"),
+        pytest.param(  # a blob in the text column
+            "UPDATE meta_values SET text = x'00ff' WHERE key = 'parity' AND entry_id = 6",
+            "parity",
+            marks=pytest.mark.sqlite_only,
+        ),
+        ("UPDATE meta_values SET num = {infinity} WHERE key = 'tenth' AND entry_id = 2", "tenth"),
+        pytest.param(  # a row of no entry: foreign keys unchecked, which PostgreSQL never allows
+            "UPDATE meta_values SET entry_id = 999 WHERE key = 'n' AND entry_id = 7", "n", marks=pytest.mark.sqlite_only
+        ),
     ],
 )
-def test_a_damaged_metadata_index_row_is_refused_with_its_key(built, damage, key):
+def test_a_damaged_metadata_index_row_is_refused_with_its_key(built, damage, key, catalog_backend):
     _, root = built
-    with sqlite3.connect(root / "catalog.sqlite") as conn:
-        conn.execute("PRAGMA foreign_keys = OFF")
-        assert conn.execute(damage).rowcount == 1
-    conn.close()
+    damage = damage.format(infinity=INFINITY[catalog_backend])
+    if "entry_id = 999" in damage:
+        with sqlite3.connect(root / "catalog.sqlite") as conn:  # (catalog_sql's connections check foreign keys)
+            conn.execute("PRAGMA foreign_keys = OFF")
+            assert conn.execute(damage).rowcount == 1
+        conn.close()
+    else:
+        assert catalog_sql(root, damage, write=True) == [(1,)]
     store = open_store(root)
     with pytest.raises(ls.CorruptStoreError, match=f"key '{key}'.*lardon-store verify"):
         store.where(meta[key].exists())
@@ -258,7 +277,7 @@ class StoreUnderChange(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="lardon-machine-"))
-        self.root = fill_store(empty_store(self.tmp / "template"), self.tmp / "store", []).root
+        self.root = store_from_arrays(self.tmp / "store", []).root
         self.store = open_store(self.root)
         self.model: dict[str, dict] = {}
         self.added = 0
@@ -278,13 +297,16 @@ class StoreUnderChange(RuleBasedStateMachine):
         if not self.model:
             return
         gone = data.draw(st.lists(st.sampled_from(sorted(self.model)), min_size=1, max_size=3, unique=True))
-        conn = sqlite3.connect(self.root / "catalog.sqlite")
-        try:
-            conn.execute("PRAGMA foreign_keys = ON")
-            with conn:
-                conn.executemany("DELETE FROM entries WHERE key = ?", [(k,) for k in gone])
-        finally:
-            conn.close()
+        # One transaction, foreign keys checked (their cascades delete the entries' arrays and meta_values rows).
+        marks = ", ".join("?" * len(gone))
+        assert catalog_sql(self.root, f"DELETE FROM entries WHERE key IN ({marks})", tuple(gone), write=True) == [
+            (len(gone),)
+        ]
+        shutil.rmtree(self.root / SNAPSHOT_DIR, ignore_errors=True)  # (what a program editing rows must also do)
+        if not (self.root / "catalog.sqlite").exists():
+            # On PostgreSQL an open store learns of commits through the generation only (no data_version there): a
+            # program that edits rows without committing a generation must have readers refresh (docs/postgresql.md).
+            self.store.refresh()
         for k in gone:
             del self.model[k]
 
