@@ -81,6 +81,12 @@ class StoreHandle:
         handle._setup(Path(root).absolute(), False, catalog)
         (handle.root / BLOBS_DIR).mkdir(parents=True, exist_ok=True)
         location = handle.catalog
+        if location.url is not None and location.path.exists():
+            raise IncompatibleSchemaError(
+                f"{handle.root}: this store's catalog is its {CATALOG_NAME}; it cannot move to {location} (the "
+                "arrays it names would be forgotten). Compile into a new folder for a PostgreSQL catalog, or unset "
+                "LARDON_STORE_CATALOG."
+            )
         if location.url is None and location.path.exists():
             handle._check_revision()
         elif location.url is None:
@@ -154,7 +160,7 @@ class StoreHandle:
 
     def writing(self):
         """A context holding the catalog's single-writer lock (PostgreSQL; a no-op for SQLite, whose writers hold
-        the folder's ``write.lock``): StoreLockedError at once if another writer holds it."""
+        the folder's ``write.lock``): StoreLockedError if another writer still holds it after a second."""
         return catalog_lock(self.engine, self.catalog)
 
     def __getstate__(self) -> dict[str, Any]:

@@ -190,7 +190,11 @@ def make_engine(location: CatalogLocation, readonly: bool, immutable: bool = Fal
                 args = {"connect_timeout": 10, "application_name": "lardon_store"}
                 if readonly:
                     args["options"] = "-c default_transaction_read_only=on"
-                engine = _ENGINES[key] = create_engine(location.url, pool_size=1, max_overflow=4, connect_args=args)
+                # REPEATABLE READ: every statement of a transaction sees the one snapshot its first statement saw
+                # (as SQLite's read transactions do), so shard sizes and the rows that point into them agree.
+                engine = _ENGINES[key] = create_engine(
+                    location.url, pool_size=1, max_overflow=4, connect_args=args, isolation_level="REPEATABLE READ"
+                )
         return engine
     path = location.path.resolve()
     mode = "ro" if readonly else "rwc"
@@ -246,9 +250,11 @@ def read_error(exc: Exception, path: Path | CatalogLocation) -> Exception:
     text = str(orig).lower()
     if isinstance(path, CatalogLocation) and path.url is not None:
         if any(t in text for t in _UNREACHABLE) or isinstance(exc, InterfaceError):
+            recorded = (path.root / CATALOG_URL_NAME).is_file() and not os.environ.get(CATALOG_ENV)
+            where = f"the URL in {path.root / CATALOG_URL_NAME}" if recorded else "the catalog URL you gave"
             return StoreIOError(
                 f"{path.root}: its catalog server {path.host} cannot be reached ({str(orig).strip()}): start it or "
-                f"check the URL in {path.root / CATALOG_URL_NAME} (or pass catalog=URL, or set ${CATALOG_ENV})."
+                f"check {where} (catalog=URL or ${CATALOG_ENV} override the folder's)."
             )
         if 'database "' in text and "does not exist" in text:
             return StoreIOError(f"{path}: the catalog's database does not exist ({str(orig).strip()}).")

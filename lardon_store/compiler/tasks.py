@@ -2,19 +2,23 @@
 
 A task takes a run of consecutive sources and a shard number reserved for it by the compile (which holds the store's
 lock). It runs the callback on each source, checks each result as a local compile does (``prepare``, the alignment),
-writes every array into ``blobs/shard-NNNNNN.bin.<random>.part``, fsyncs it, renames it to the reserved shard's name
-and fsyncs the folder; then it returns only catalog rows (``SourceResult``): per source its content hash and either
-the placed arrays of its entries or the error it met. The compile commits those rows batch by batch, in source
-order, bytes always durable before the rows that point at them.
+writes every array into ``blobs/shard-NNNNNN.bin.<random>.part``, fsyncs it, links it under the reserved shard's
+name (never replacing a file there: StoreWriteError if one exists) and fsyncs the folder; then it returns only
+catalog rows (``SourceResult``): per source its content hash and either the placed arrays of its entries or the
+error it met. The compile commits those rows batch by batch, in source order, bytes always durable before the rows
+that point at them.
 
-A task killed midway leaves a part file that no row names: gc removes it. A task run twice (a Dask worker declared
-dead that was still running) writes the same bytes, callbacks being deterministic, so either rename leaves the same
-file. The callback must pickle for the executor (Dask's cloudpickle also takes lambdas and local functions) and the
-store folder must be the same path on every worker (a shared filesystem).
+A task killed midway leaves a part file that no row names: gc removes it. A compile that stops (an error, a closed
+iterator) cancels its tasks not started and waits for those running, so no task outlives it. A task run twice (a
+Dask worker declared dead that was still running, or a finished task Dask runs again because the worker that held
+its result died) finds its shard written by the other run: it keeps it when the bytes are the same, and fails
+otherwise. The callback must pickle for the executor (Dask's cloudpickle also takes lambdas and local functions) and
+the store folder must be the same path on every worker (a shared filesystem).
 """
 
 from __future__ import annotations
 
+import filecmp
 import os
 import uuid
 from collections import deque
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CallbackError, InvalidDataError, LardonStoreError
+from ..errors import CallbackError, InvalidDataError, LardonStoreError, StoreWriteError
 from ..format.codecs import shape_to_text
 from ..format.fields import UNNAMED, Alignment, align_from_json
 from ..format.layout import BLOBS_DIR, part_name, shard_name
@@ -113,7 +117,19 @@ def compile_task(
         writer.close()
     shard = None
     if size:
-        os.replace(Path(root) / part, Path(root) / shard_name(number))
+        final = Path(root) / shard_name(number)
+        try:  # (a link, not a rename: it never replaces a shard that exists, whoever wrote it)
+            os.link(Path(root) / part, final)
+        except FileExistsError:
+            # The same task run again (Dask recomputes the results a dead worker held) wrote the same bytes: keep
+            # them. Other bytes are another compile's shard: refuse, changing nothing.
+            if not filecmp.cmp(Path(root) / part, final, shallow=False):
+                raise StoreWriteError(
+                    f"{final}: the shard this compile task was given holds other bytes already (a task of an earlier "
+                    "compile still running?): nothing of this task was committed; compile again."
+                ) from None
+        finally:
+            (Path(root) / part).unlink(missing_ok=True)
         fsync_dir(Path(root) / BLOBS_DIR)
         shard = shard_name(number)
     else:
@@ -186,5 +202,13 @@ def run_tasks(
             submit()
             yield from results
     finally:
+        # Tasks not started are cancelled; those running are waited for, so that none outlives the compile (and its
+        # lock) to write a shard that a later compile or gc may number again.
         for future in in_flight:
             future.cancel()
+        for future in in_flight:
+            if not future.cancelled():
+                try:
+                    future.result()
+                except BaseException:  # noqa: S110 - (its error is not this compile's: it stopped already)
+                    pass

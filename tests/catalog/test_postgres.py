@@ -4,6 +4,7 @@ advisory lock (freed by a killed holder), commits seen by readers in other proce
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -59,6 +60,14 @@ def test_the_folder_names_its_catalog_without_password_and_can_be_redirected(tmp
     assert ls.open(tmp_path / "store", catalog=pg_url).keys == store.keys
     monkeypatch.setenv("LARDON_STORE_CATALOG", pg_url)
     assert ls.open(tmp_path / "store").keys == store.keys
+
+
+def test_a_sqlite_store_cannot_be_moved_to_postgresql_by_a_compile(tmp_path, pg_url):
+    shutil.copytree(ROOT / "tests" / "data" / "store_rev0003", tmp_path / "store")  # (a SQLite store)
+    keys = ls.open(tmp_path / "store", readonly=False).keys
+    with pytest.raises(ls.IncompatibleSchemaError, match="cannot move to"):
+        ls.compile(_sources(tmp_path / "raw", 2), tmp_path / "store", catalog=pg_url)
+    assert not (tmp_path / "store" / CATALOG_URL_NAME).exists() and ls.open(tmp_path / "store").keys == keys
 
 
 def test_a_database_holds_one_store(tmp_path, pg_url):

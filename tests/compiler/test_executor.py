@@ -3,7 +3,8 @@ tasks killed midway leave only bytes gc reclaims."""
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -102,3 +103,43 @@ def test_the_cli_compiles_on_a_running_dask_scheduler(tmp_path, capsys):
         assert cli.main(argv) == 0
     assert "11 new, 0 changed, 0 unchanged, 0 deleted, 1 failed; 22 entries" in capsys.readouterr().out
     assert entries_of(ls.open(tmp_path / "cli")) == entries_of(serial)
+
+
+class SlowAfterFirst:
+    """Raises on the first source (bad005.npy, as ``features`` does); sleeps on the others, counting the calls
+    still running (threads share it)."""
+
+    def __init__(self):
+        self.running = 0
+
+    def __call__(self, path: str):
+        if "bad" in path:
+            return features(path)
+        self.running += 1
+        try:
+            time.sleep(0.3)
+            return features(path)
+        finally:
+            self.running -= 1
+
+
+def test_a_compile_that_stops_waits_for_its_running_tasks(tmp_path, monkeypatch):
+    monkeypatch.setattr(tasks, "TASK_SOURCES", 1)
+    src = write_sources(tmp_path / "src", 8)
+    callback = SlowAfterFirst()
+    with ThreadPoolExecutor(4) as pool:
+        with pytest.raises(ls.CallbackError, match="bad005.npy"):
+            ls.compile(src, tmp_path / "store", callback, executor=pool)
+        assert callback.running == 0  # (no task outlives its compile: it cannot write a shard numbered again)
+    assert not [p for p in (tmp_path / "store" / "blobs").iterdir() if PART_PATTERN.match(f"blobs/{p.name}")]
+
+
+def test_a_task_never_replaces_an_existing_shard(tmp_path):
+    src = write_sources(tmp_path / "src", 2)
+    root = tmp_path / "store"
+    (root / "blobs").mkdir(parents=True)
+    (root / "blobs" / "shard-000007.bin").write_bytes(b"someone else's bytes")
+    with pytest.raises(ls.StoreWriteError, match="holds other bytes already"):
+        tasks.compile_task(features, str(root), 7, [str(src / "f000.npy")], None)
+    assert (root / "blobs" / "shard-000007.bin").read_bytes() == b"someone else's bytes"
+    assert sorted(p.name for p in (root / "blobs").iterdir()) == ["shard-000007.bin"]  # (its part file removed)
