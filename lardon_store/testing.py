@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .catalog.engine import checkpoint
 from .catalog.writer import CatalogWriter
 from .compiler.callback import prepare
 from .format.layout import DEFAULT_MAX_SHARD_BYTES
@@ -54,6 +55,7 @@ def store_from_arrays(
             writer.commit()
         finally:
             writer.close()
+        checkpoint(handle.engine)
     return Store(root)
 
 

@@ -322,8 +322,12 @@ def check_application_id(conn: Connection, path: Path | CatalogLocation) -> None
 def checkpoint(engine: Engine) -> None:
     """Copy every committed page of the WAL into the catalog file and empty the WAL, so that the main file alone is
     complete (a copy without ``-wal``/``-shm``, or a read-only mount, sees every commit). Best effort: a reader in
-    the middle of a transaction makes SQLite leave the rest for the next checkpoint. Nothing to do on PostgreSQL."""
+    the middle of a transaction makes SQLite leave the rest for the next checkpoint. On PostgreSQL: ``ANALYZE``,
+    so that the planner knows the rows just written (a 1 % query took 12 s instead of 0.1 s on 200,000 entries
+    written a moment before, while autovacuum had not analyzed them yet)."""
     if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
         return
     raw = engine.raw_connection()  # (outside any transaction: a checkpoint cannot run inside one)
     try:
