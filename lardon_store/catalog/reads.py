@@ -63,8 +63,9 @@ _IDS_IN_KEY_ORDER = "SELECT id FROM entries ORDER BY key, id"
 def _column_texts(conn: Connection, field: str) -> tuple:
     """``(count, ids, shard ids, offsets, nbytes, dtypes, shapes)`` of field ``field``'s rows, one text each."""
     i, t = (lambda c: ints_text(conn, c)), (lambda c: texts_text(conn, c))
+    offset = '"offset"'  # (a reserved word on PostgreSQL)
     sql = (
-        f"SELECT count(*), {i('entry_id')}, {i('shard_id')}, {i(chr(34) + 'offset' + chr(34))}, {i('nbytes')}, "
+        f"SELECT count(*), {i('entry_id')}, {i('shard_id')}, {i(offset)}, {i('nbytes')}, "
         f"{t('dtype')}, {t('shape')} FROM arrays WHERE field = ?"
     )
     n, *rest = next(iter(driver_rows(conn, sql, (field,))))
