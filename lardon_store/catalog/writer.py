@@ -5,7 +5,11 @@ the source row) pending; ``commit`` fsyncs the shards, then inserts every pendin
 anywhere leaves only unreferenced bytes (which gc reclaims) and never a row pointing at incomplete data. Compile,
 ``LardonParser`` and the legacy importer all write through it, holding the store's lock (``io.lock``).
 
-A batch commits once it holds ``BATCH_BYTES`` of array data or ``BATCH_SOURCES`` sources (``full()``).
+A compile sends a batch once it holds ``BATCH_BYTES`` of array data or ``BATCH_SOURCES`` sources (``full()``):
+``send`` starts the batch's fsync on the shard writer's syncer thread and queues its rows, and the compile goes on
+running callbacks and appending bytes while the disk syncs. ``commit_ready`` commits the queued batches whose fsync
+has completed, in the order they were sent; ``commit`` waits for all of them. Rows never commit before their bytes
+are durable, and a failed fsync fails every later batch.
 
 Generations: each commit is one new generation (a ``generations`` row naming the operation and the entries added
 and removed). New entry rows are born at it, with ids taken from ``store_info.next_entry_id`` (never reused, even
@@ -17,8 +21,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,6 +48,7 @@ __all__ = [
     "BATCH_BYTES",
     "BATCH_SOURCES",
     "CatalogWriter",
+    "MAX_SENT",
     "catalog_write_error",
     "allocate_ids",
     "next_generation",
@@ -59,8 +66,9 @@ _INSERT_ARRAYS = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_META_VALUES = 'INSERT INTO meta_values (entry_id, "key", type, num, text) VALUES (?, ?, ?, ?, ?)'
-BATCH_BYTES = 64 << 20
+BATCH_BYTES = 256 << 20
 BATCH_SOURCES = 512
+MAX_SENT = 2  # batches sent (syncing) whose rows have not committed, at most
 _CHUNK = 500  # values per IN (...) list
 
 
@@ -73,6 +81,21 @@ def catalog_write_error(exc: OperationalError, root: Path) -> Exception:
         f"{locate(root)}: writing the catalog failed ({exc.orig}): the disk may be full or a file size limit "
         "reached. The transaction was rolled back; free space and run the command again."
     )
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The rows of one commit, waiting for the fsync of the bytes they point at (``durable``: a future of the
+    synced shards' sizes)."""
+
+    sources: list[dict]
+    entries: list[tuple[str, dict, dict]]  # (source path or "", entry row, metadata)
+    retired_sources: list[int]
+    existing_shards: dict[str, int]
+    record_fields: bool
+    alignment: Alignment | None
+    before_rows: Callable[[Connection, int], int] | None
+    durable: Future
 
 
 class CatalogWriter:
@@ -104,6 +127,7 @@ class CatalogWriter:
         self.existing_shards: dict[str, int] = {}
         self.retired_sources: list[int] = []
         self.generations: list[int] = []
+        self._sent: deque[_Batch] = deque()  # batches whose bytes are being synced, their rows not committed
 
     def retire_sources(self, source_ids: Sequence[int]) -> None:
         """Remove these sources (and retire their entries) at the next ``commit``."""
@@ -172,39 +196,83 @@ class CatalogWriter:
         """Whether the pending batch is large enough to commit."""
         return self.pending_bytes >= BATCH_BYTES or len(self.pending_sources) >= BATCH_SOURCES
 
-    def commit(self, before_rows: Callable[[Connection, int], int] | None = None) -> int | None:
-        """fsync the bytes, then commit every pending row in one transaction: one new generation, returned (None
-        when there was nothing to commit).
-
-        ``before_rows(conn, generation)`` runs first inside that transaction (e.g. to retire the entries being
-        replaced) and returns how many entries it retired.
-        """
+    def send(self, before_rows: Callable[[Connection, int], int] | None = None) -> None:
+        """Start the fsync of the bytes appended so far (on the shard writer's syncer thread) and queue the pending
+        rows behind it: they commit, in order, one generation per batch, at a later ``commit_ready`` or ``commit``
+        once their bytes are durable. The caller goes on appending meanwhile. At most ``MAX_SENT`` batches wait:
+        sending one more first commits the oldest."""
         crash_point("before_sync")
-        sizes = self.writer.sync()
-        sizes.update(self.existing_shards)
+        durable = self.writer.sync_async()
+        self._sent.append(
+            _Batch(
+                self.pending_sources,
+                self.pending_entries,
+                self.retired_sources,
+                self.existing_shards,
+                self._record_fields,
+                self.alignment,
+                before_rows,
+                durable,
+            )
+        )
+        self.pending_sources, self.pending_entries, self.pending_bytes = [], [], 0
+        self._record_fields, self.alignment = False, None
+        self.existing_shards, self.retired_sources = {}, []
+        while len(self._sent) > MAX_SENT:
+            self._commit_sent()
+
+    def commit_ready(self) -> None:
+        """Commit the sent batches whose bytes are durable already (without waiting for the others)."""
+        while self._sent and self._sent[0].durable.done():
+            self._commit_sent()
+
+    def commit(self, before_rows: Callable[[Connection, int], int] | None = None) -> int | None:
+        """fsync the bytes, then commit every pending row: the batches sent before, then the pending one, each in
+        one transaction, one new generation each. Return the pending batch's generation (None when it had nothing
+        to commit).
+
+        ``before_rows(conn, generation)`` runs first inside the pending batch's transaction (e.g. to retire the
+        entries being replaced) and returns how many entries it retired.
+        """
+        self.send(before_rows)
+        generation = None
+        while self._sent:
+            generation = self._commit_sent()
+        return generation
+
+    def _commit_sent(self) -> int | None:
+        """Wait for the oldest sent batch's bytes to be durable, then commit its rows; its generation, or None when
+        it had nothing to commit. After a failure the batches sent later are dropped (their bytes stay for gc)."""
+        batch = self._sent.popleft()
+        try:
+            return self._commit_batch(batch)
+        except BaseException:
+            self._sent.clear()
+            raise
+
+    def _commit_batch(self, batch: _Batch) -> int | None:
+        sizes = dict(batch.durable.result())
+        sizes.update(batch.existing_shards)
         crash_point("after_write")
-        pending = self.pending_sources or self.pending_entries or self.retired_sources or self.alignment is not None
-        if before_rows is None and not sizes and not pending:
+        pending = batch.sources or batch.entries or batch.retired_sources or batch.alignment is not None
+        if batch.before_rows is None and not sizes and not pending:
             return None
         try:
             with self.engine.begin() as conn:
                 generation = next_generation(conn)
-                removed = before_rows(conn, generation) if before_rows is not None else 0
-                removed += retire_sources(conn, generation, self.retired_sources)
-                added, replaced = self._insert_rows(conn, sizes, generation)
+                removed = batch.before_rows(conn, generation) if batch.before_rows is not None else 0
+                removed += retire_sources(conn, generation, batch.retired_sources)
+                added, replaced = self._insert_rows(conn, batch, sizes, generation)
                 record_generation(conn, generation, self.operation, added, removed + replaced)
                 crash_point("before_commit")
         except OperationalError as exc:
             raise catalog_write_error(exc, self.root) from exc
-        self.entries_written += len(self.pending_entries)
-        self.pending_sources, self.pending_entries, self.pending_bytes = [], [], 0
-        self._record_fields, self.alignment = False, None
-        self.existing_shards, self.retired_sources = {}, []
+        self.entries_written += len(batch.entries)
         self.generations.append(generation)
         return generation
 
-    def _insert_rows(self, conn: Connection, sizes: dict[str, int], generation: int) -> tuple[int, int]:
-        """Insert the pending shard, source and entry rows; return (entries added, entries retired)."""
+    def _insert_rows(self, conn: Connection, batch: _Batch, sizes: dict[str, int], generation: int) -> tuple[int, int]:
+        """Insert the batch's shard, source and entry rows; return (entries added, entries retired)."""
         for path, size in sizes.items():
             if path in self.shard_ids:
                 conn.execute(update(shards).where(shards.c.path == path).values(size=size))
@@ -212,26 +280,26 @@ class CatalogWriter:
                 self.shard_ids[path] = conn.execute(insert(shards).values(path=path, size=size)).inserted_primary_key[0]
         source_ids: dict[str, int] = {}
         retired = 0
-        if self.pending_sources:
-            paths = [row["path"] for row in self.pending_sources]
+        if batch.sources:
+            paths = [row["path"] for row in batch.sources]
             for i in range(0, len(paths), _CHUNK):
                 old = select(sources.c.id).where(sources.c.path.in_(paths[i : i + _CHUNK]))
                 retired += retire(conn, generation, entries.c.source_id.in_(old))
                 conn.execute(delete(sources).where(sources.c.path.in_(paths[i : i + _CHUNK])))
             returned = conn.execute(
                 insert(sources).returning(sources.c.id, sources.c.path, sort_by_parameter_order=True),
-                self.pending_sources,
+                batch.sources,
             )
             source_ids = {path: sid for sid, path in returned}
-        if self._record_fields:
+        if batch.record_fields:
             set_store_value(conn, FIELDS_KEY, fields_to_json(self.fields))
-        if self.alignment is not None:
-            set_store_value(conn, ALIGN_KEY, self.alignment.to_json())
-        if not self.pending_entries:
+        if batch.alignment is not None:
+            set_store_value(conn, ALIGN_KEY, batch.alignment.to_json())
+        if not batch.entries:
             return 0, retired
-        ids = allocate_ids(conn, len(self.pending_entries))
+        ids = allocate_ids(conn, len(batch.entries))
         values, placed = [], []
-        for eid, (source_path, row, _) in zip(ids, self.pending_entries):
+        for eid, (source_path, row, _) in zip(ids, batch.entries):
             values.append((eid, row["key"], source_ids.get(source_path), row["metadata"], generation))
             for name, shard_path, offset, nbytes, dtype, shape, crc in row["arrays"]:
                 crc = crc.result() if isinstance(crc, Future) else crc
@@ -240,31 +308,33 @@ class CatalogWriter:
             with conn.begin_nested():  # (a savepoint: after a failed insert PostgreSQL refuses any statement)
                 driver_many(conn, _INSERT_ENTRIES, values)  # (the driver's executemany: a few µs a row)
         except IntegrityError:
-            raise self._duplicate_key_error(conn) from None
+            raise _duplicate_key_error(conn, batch.entries) from None
         driver_many(conn, _INSERT_ARRAYS, placed)
-        rows = [(eid, *value) for eid, (_, _, md) in zip(ids, self.pending_entries) for value in scalar_rows(md)]
+        rows = [(eid, *value) for eid, (_, _, md) in zip(ids, batch.entries) for value in scalar_rows(md)]
         if rows:
             driver_many(conn, _INSERT_META_VALUES, rows)
         return len(ids), retired
 
-    def _duplicate_key_error(self, conn: Connection) -> InvalidDataError:
-        seen: dict[str, str] = {}
-        for source_path, row, _ in self.pending_entries:
-            key = row["key"]
-            live = select(entries.c.id).where(entries.c.key == key, entries.c.died.is_(None))
-            if key in seen or conn.execute(live).first() is not None:
-                break
-            seen[key] = source_path
-        else:
-            key, source_path = "?", ""
-        return InvalidDataError(
-            f"{source_path or 'registered data'}: entry key {key!r} is already used by another entry: rename the "
-            "source or the key."
-        )
-
     def close(self) -> None:
         """Close the shard being written (rows not committed are dropped; their bytes stay for gc)."""
+        self._sent.clear()
         self.writer.close()
+
+
+def _duplicate_key_error(conn: Connection, pending: list[tuple[str, dict, dict]]) -> InvalidDataError:
+    seen: dict[str, str] = {}
+    for source_path, row, _ in pending:
+        key = row["key"]
+        live = select(entries.c.id).where(entries.c.key == key, entries.c.died.is_(None))
+        if key in seen or conn.execute(live).first() is not None:
+            break
+        seen[key] = source_path
+    else:
+        key, source_path = "?", ""
+    return InvalidDataError(
+        f"{source_path or 'registered data'}: entry key {key!r} is already used by another entry: rename the "
+        "source or the key."
+    )
 
 
 def _describe(names: tuple[str, ...]) -> str:

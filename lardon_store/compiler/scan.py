@@ -7,18 +7,31 @@ source's entry key is its relative path without its extension (``sub/a.npy`` -> 
 
 from __future__ import annotations
 
+import array
 import fnmatch
 import hashlib
+import itertools
 import mmap
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import xxhash
 
 from ..errors import InvalidDataError
 
-__all__ = ["check_keys", "entry_key", "file_hash", "same_content", "scan", "scan_stats"]
+__all__ = [
+    "Scan",
+    "check_keys",
+    "entry_key",
+    "file_hash",
+    "folder_of",
+    "same_content",
+    "scan",
+    "scan_stats",
+    "scan_tree",
+]
 
 
 def file_hash(path: str | os.PathLike) -> str:
@@ -46,16 +59,35 @@ def same_content(path: Path, stored: str | None) -> bool:
         return hashlib.file_digest(f, "sha256").hexdigest() == stored
 
 
-def scan_stats(
-    source: Path, valid_exts: Sequence[str] | None, exclude: Path | None, patterns: Sequence[str] = ()
-) -> dict[str, tuple[int, int]]:
-    """Relative POSIX path → (size, mtime_ns) of each source file (hidden files and folders skipped, and the files
-    whose relative path matches one of the glob ``patterns``, as ``fnmatch`` does: ``*`` also crosses ``/``).
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """A source folder as one scan saw it.
 
-    One ``scandir`` pass with string paths: on 10,000 files this is most of a no-change recompile's time.
+    ``stats``: relative POSIX path → (size, mtime_ns) of each source file. ``folders``: each folder holding source
+    files (its relative path with a trailing ``/``, ``""`` for the top) → a digest of its files' names, sizes and
+    mtimes, in listing order. ``files``: each such folder → its files' relative paths. Two scans whose digest of a
+    folder is the same saw the same files there, with the same sizes and mtimes (a different listing order only
+    makes the digests differ).
+    """
+
+    stats: dict[str, tuple[int, int]]
+    folders: dict[str, str]
+    files: dict[str, list[str]]
+
+
+def scan_tree(
+    source: Path, valid_exts: Sequence[str] | None, exclude: Path | None, patterns: Sequence[str] = ()
+) -> Scan:
+    """Scan ``source``: hidden files and folders skipped, and the files whose relative path matches one of the glob
+    ``patterns``, as ``fnmatch`` does (``*`` also crosses ``/``).
+
+    One ``scandir`` pass with string paths: on 10,000 files its ``stat`` calls are most of a no-change recompile's
+    time (about 1.7 µs each here; a scan on two threads, and a Rust scanner, were no faster).
     """
     if isinstance(valid_exts, str):
         valid_exts = [valid_exts]  # (one extension given alone: ".wav", not the characters of ".wav")
+    if isinstance(patterns, str):
+        patterns = [patterns]
     exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in valid_exts} if valid_exts else None
     excluded = os.path.realpath(exclude) if exclude is not None else None
     try:
@@ -63,9 +95,14 @@ def scan_stats(
     except OSError:
         excluded_inode = None  # (the store does not exist yet: nothing to skip)
     found: dict[str, tuple[int, int]] = {}
+    folders: dict[str, str] = {}
+    files: dict[str, list[str]] = {}
+    splitext = os.path.splitext
     pending = [(os.fspath(source), "")]
     while pending:
         folder, prefix = pending.pop()
+        rels: list[str] = []
+        stats: list[tuple[int, int]] = []
         with os.scandir(folder) as it:
             for item in it:
                 name = item.name
@@ -80,19 +117,37 @@ def scan_stats(
                         continue
                     pending.append((item.path, prefix + name + "/"))
                     continue
-                if exts is not None and os.path.splitext(name)[1].lower() not in exts:
+                if exts is not None and splitext(name)[1].lower() not in exts:
                     continue
                 try:
                     st = item.stat()
                 except FileNotFoundError:  # a dangling link, or a file removed while scanning
                     continue
-                found[prefix + name] = (st.st_size, st.st_mtime_ns)
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    for pattern in patterns:
-        for rel in fnmatch.filter(list(found), pattern):
-            del found[rel]
-    return found
+                rels.append(prefix + name)
+                stats.append((st.st_size, st.st_mtime_ns))
+        for pattern in patterns:
+            dropped = set(fnmatch.filter(rels, pattern))
+            if dropped:
+                kept = [i for i, rel in enumerate(rels) if rel not in dropped]
+                rels, stats = [rels[i] for i in kept], [stats[i] for i in kept]
+        if rels:
+            found.update(zip(rels, stats))
+            numbers = array.array("q", itertools.chain.from_iterable(stats)).tobytes()
+            folders[prefix] = xxhash.xxh3_128_hexdigest("\0".join(rels).encode("utf-8", "surrogateescape") + numbers)
+            files[prefix] = rels
+    return Scan(found, folders, files)
+
+
+def scan_stats(
+    source: Path, valid_exts: Sequence[str] | None, exclude: Path | None, patterns: Sequence[str] = ()
+) -> dict[str, tuple[int, int]]:
+    """Relative POSIX path → (size, mtime_ns) of each source file (see ``scan_tree``)."""
+    return scan_tree(source, valid_exts, exclude, patterns).stats
+
+
+def folder_of(relpath: str) -> str:
+    """The folder part of a relative path, with its trailing ``/`` (``""`` at the top): a key of ``Scan.folders``."""
+    return relpath[: relpath.rfind("/") + 1]
 
 
 def scan(source: Path, valid_exts: Sequence[str] | None, exclude: Path | None) -> list[str]:

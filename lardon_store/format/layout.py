@@ -20,6 +20,12 @@ files, which the catalog may reference in place as shards: any plain relative pa
 
 Shard numbers only grow: the catalog's ``store_info`` row ``NEXT_SHARD_KEY`` holds the lowest number a new shard may
 take, which gc raises so that a freed number is never reused while a reader may still map the old file.
+
+The ``store_info`` row ``SCAN_STATE_KEY`` is what the last complete compile saw of its source folder: JSON
+``{"version": callback version, "generation": the store's generation just after it, "folders": {folder: digest}}``
+(see ``compiler/scan.py``). It is only a cache: while the generation and the version are the same, a folder whose
+digest is the same holds the sources the catalog records, and a recompile reads no catalog row of it. Anything else
+(another generation, a bad value) makes the next compile read every source row, as without it.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ __all__ = [
     "MAX_NDIM",
     "NEXT_SHARD_KEY",
     "PART_PATTERN",
+    "SCAN_STATE_KEY",
     "SHARD_PATTERN",
     "SNAPSHOT_DIR",
     "is_safe_relpath",
@@ -58,6 +65,7 @@ APPLICATION_ID = 0x4C52444E  # "LRDN"
 ALIGNMENT = 64
 DEFAULT_MAX_SHARD_BYTES = 1 << 30
 NEXT_SHARD_KEY = "next_shard_number"
+SCAN_STATE_KEY = "scan_state"
 MAX_NBYTES = 1 << 62  # an offset or size at or past this is refused as damage
 MAX_NDIM = 64  # numpy's own limit on dimensions
 

@@ -149,7 +149,10 @@ _VALID_KEYS: set[str] = set()  # keys already checked: metadata repeats the same
 
 def to_json(metadata: dict[str, Any]) -> str:
     """The JSON text stored in ``entries.metadata``."""
-    return json.dumps(metadata, allow_nan=False, separators=(",", ":"), sort_keys=True)
+    return _ENCODER.encode(metadata)
+
+
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), sort_keys=True)  # (one, not one per entry)
 
 
 def scalar_rows(metadata: dict[str, Any]) -> list[tuple[str, str, float | None, str | None]]:

@@ -133,7 +133,9 @@ class ShardWriter:
     and checksummed (both release the GIL). At most ``MAX_PENDING_BYTES`` wait to be written. Every
     ``SYNC_AHEAD_BYTES`` the thread asks the kernel to start writing the shard to disk (``start_writeback``), so
     that the final ``sync`` has little left to wait for. A shard that fills up is fsynced before it is closed. An
-    error of the thread (a full disk) is raised by the next ``append`` or ``sync``.
+    error of the thread (a full disk) is raised by the next ``append`` or ``sync``. ``sync_async`` fsyncs on a
+    second thread while appends go on (a 1.2 GB write here: 1.9 GB/s with a background fsync every 60 MB, against
+    1.0-1.3 GB/s with the same fsyncs inline).
     """
 
     def __init__(
@@ -157,6 +159,8 @@ class ShardWriter:
         self._size = 0
         self._created = False  # a shard file was created since the last sync (its folder must be fsynced)
         self._pool: ThreadPoolExecutor | None = None
+        self._syncer: ThreadPoolExecutor | None = None
+        self._sync_failed: StoreWriteError | None = None
         self._pending: deque[tuple[Future, int]] = deque()
         self._pending_bytes = 0
         self._unsynced = 0  # (the thread's count of bytes written since it last started a write-back)
@@ -279,24 +283,55 @@ class ShardWriter:
             raise write_error(exc, self.root / relpath, "syncing the shard") from exc
         self._unsynced = 0
 
-    def sync(self) -> dict[str, int]:
-        """Wait for every queued write, then flush and fsync the shard being written (full shards were fsynced
-        when they filled up); return the sizes of the shards written since the last sync."""
+    def sync_async(self) -> Future:
+        """Start making everything appended so far durable; return a future of the sizes of the shards written
+        since the last sync, set once they are fsynced.
+
+        The queued writes are waited for here (they only copy into the page cache); the fsync itself runs on the
+        syncer thread, on a duplicate of the shard's descriptor, while later appends go on. Syncs complete in the
+        order they were started. After one fails, every later one fails too: a failed fsync may have dropped pages
+        that a later fsync would not report.
+        """
         self._flush_small()
         while self._pending:
             self._settle_one()
-        try:
-            if self._file is not None:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-        except OSError as exc:
-            raise write_error(exc, self.root / self._path, "syncing the shard") from exc
-        self._unsynced = 0
         done, self.dirty = self.dirty, {}
-        if done and self._created:
-            fsync_dir(self.root / BLOBS_DIR)
-            self._created = False
-        return done
+        created, self._created = self._created and bool(done), self._created and not done
+        fd = None
+        if self._file is not None and self._path in done:
+            try:
+                self._file.flush()
+            except OSError as exc:
+                raise write_error(exc, self.root / self._path, "writing array bytes") from exc
+            fd = os.dup(self._file.fileno())
+        self._unsynced = 0
+        if self._syncer is None:
+            self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lardon-store-syncer")
+        return self._syncer.submit(self._durable, fd, self._path, done, created)
+
+    def _durable(self, fd: int | None, relpath: str | None, done: dict[str, int], created: bool) -> dict[str, int]:
+        """(On the syncer thread.) fsync the shard behind ``fd`` (closing it) and, when a shard was created, the
+        blobs folder; return ``done``."""
+        try:
+            if self._sync_failed is not None:
+                raise self._sync_failed
+            try:
+                if fd is not None:
+                    os.fsync(fd)
+                if created:
+                    fsync_dir(self.root / BLOBS_DIR)
+            except OSError as exc:
+                self._sync_failed = write_error(exc, self.root / (relpath or BLOBS_DIR), "syncing the shard")
+                raise self._sync_failed from exc
+            return done
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def sync(self) -> dict[str, int]:
+        """Wait for every queued write, then fsync the shard being written (full shards were fsynced when they
+        filled up); return the sizes of the shards written since the last sync."""
+        return self.sync_async().result()
 
     def close(self) -> None:
         """Stop the writer thread and close the open shard (does not sync); after a failure its errors are not
@@ -304,9 +339,10 @@ class ShardWriter:
         self._small = bytearray()
         for future, _ in self._pending:
             future.cancel()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        for pool in (self._pool, self._syncer):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._pool = self._syncer = None
         self._pending.clear()
         self._pending_bytes = 0
         if self._file is not None:
