@@ -38,6 +38,7 @@ __all__ = [
     "SMALL_BLOCK_BYTES",
     "SMALL_BYTES",
     "SYNC_AHEAD_BYTES",
+    "WRITER_THREADS",
     "ShardReader",
     "ShardWriter",
     "fsync_dir",
@@ -49,7 +50,8 @@ __all__ = [
 ]
 
 MAX_PENDING_BYTES = 256 << 20  # arrays queued for the writer thread, at most
-SYNC_AHEAD_BYTES = 16 << 20  # the writer thread starts writing back to disk after this many bytes
+SYNC_AHEAD_BYTES = 1 << 20  # a write of at least this many bytes asks the kernel to start writing it back
+WRITER_THREADS = 2  # threads copying arrays into the page cache (and checksumming them)
 SMALL_BYTES = 64 << 10  # arrays smaller than this are gathered into blocks
 SMALL_BLOCK_BYTES = 1 << 20  # the size of a block of small arrays handed to the writer thread
 
@@ -128,14 +130,15 @@ class ShardWriter:
     that gc freed is never reused while a reader may still map the old file). The writer only ever appends. With
     ``single=relpath`` it fills that one file, however large (a compile task's part file, see ``PART_SUFFIX``).
 
-    Writing runs on one background thread, in order: ``append`` places the array (its shard and offset are known at
-    once) and returns a future of its checksum, so that the caller loads the next array while this one is copied
-    and checksummed (both release the GIL). At most ``MAX_PENDING_BYTES`` wait to be written. Every
-    ``SYNC_AHEAD_BYTES`` the thread asks the kernel to start writing the shard to disk (``start_writeback``), so
-    that the final ``sync`` has little left to wait for. A shard that fills up is fsynced before it is closed. An
-    error of the thread (a full disk) is raised by the next ``append`` or ``sync``. ``sync_async`` fsyncs on a
-    second thread while appends go on (a 1.2 GB write here: 1.9 GB/s with a background fsync every 60 MB, against
-    1.0-1.3 GB/s with the same fsyncs inline).
+    Writing runs on ``WRITER_THREADS`` background threads: ``append`` places the array (its shard and offset are
+    known at once) and hands it to a thread, which writes it at its offset (``pwrite``: the threads need no order)
+    and checksums it, returning a future of the checksum; the caller meanwhile loads the next array (copying and
+    checksumming release the GIL). At most ``MAX_PENDING_BYTES`` wait to be written. A write of
+    ``SYNC_AHEAD_BYTES`` or more asks the kernel to start writing it to disk (``start_writeback``), so that the
+    fsync has little left to wait for. An error of a writer thread (a full disk) is raised by the next ``append``
+    or ``sync``. ``sync_async`` waits for the queued writes, then fsyncs on a syncer thread while appends go on
+    (a 1.2 GB write here: 1.9 GB/s with a background fsync every 60 MB, against 1.0-1.3 GB/s with the same fsyncs
+    inline); a shard that fills up is fsynced and closed there too, before any later sync.
     """
 
     def __init__(
@@ -154,7 +157,7 @@ class ShardWriter:
         on_disk = [] if single else [n for n in map(shard_number, shard_files_on_disk(root)) if n is not None]
         self._next_number = max(numbers + on_disk + [min_number - 1], default=0) + 1
         self._single = single
-        self._file = None
+        self._fd: int | None = None
         self._path: str | None = None
         self._size = 0
         self._created = False  # a shard file was created since the last sync (its folder must be fsynced)
@@ -163,7 +166,6 @@ class ShardWriter:
         self._sync_failed: StoreWriteError | None = None
         self._pending: deque[tuple[Future, int]] = deque()
         self._pending_bytes = 0
-        self._unsynced = 0  # (the thread's count of bytes written since it last started a write-back)
         self._small = bytearray()  # small arrays not queued yet
         self.dirty: dict[str, int] = {}
         self.bytes_written = 0
@@ -186,23 +188,31 @@ class ShardWriter:
 
     def _submit(self, function, *args) -> Future:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lardon-store-writer")
+            self._pool = ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="lardon-store-writer")
         return self._pool.submit(function, *args)
 
+    def _syncer_submit(self, function, *args) -> Future:
+        if self._syncer is None:
+            self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lardon-store-syncer")
+        return self._syncer.submit(function, *args)
+
     def _open(self, relpath: str, size: int) -> None:
-        if self._file is not None:
-            self._pending.append((self._submit(self._finish, self._file, self._path), 0))
-            self._file = None
+        if self._fd is not None:
+            # A full shard: once its writes are done, the syncer fsyncs and closes it (before any later sync).
+            while self._pending:
+                self._settle_one()
+            self._syncer_submit(self._finish, self._fd, self._path)
+            self._fd = None
         path = self.root / relpath
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._file = open(path, "ab")
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         except OSError as exc:
             raise write_error(exc, path, "opening the shard") from exc
         self._created = self._created or size == 0
         self._path = relpath
         # The real end of the file: a crash may have left bytes there that no row points at.
-        self._size = max(size, os.fstat(self._file.fileno()).st_size)
+        self._size = max(size, os.fstat(self._fd).st_size)
 
     def append(self, array: np.ndarray | bytes) -> tuple[str, int, int, Future | str]:
         """Place ``array`` (C-contiguous) or raw bytes and queue its writing; return (shard path, offset, nbytes,
@@ -213,7 +223,7 @@ class ShardWriter:
             data = memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
         nbytes = data.nbytes
         pad = -self._size % ALIGNMENT
-        if self._file is None or (self._size > 0 and self._size + pad + nbytes > self.max_shard_bytes):
+        if self._fd is None or (self._size > 0 and self._size + pad + nbytes > self.max_shard_bytes):
             self._flush_small()
             self._open(self._single or shard_name(self._next_number), 0)
             self._next_number += 1
@@ -244,7 +254,7 @@ class ShardWriter:
     def _queue_write(self, offset: int, pad: int, data: memoryview) -> Future:
         """Hand ``data`` (at ``offset`` of the current shard, after ``pad`` zero bytes) to the writer thread; wait
         for older writes while too many bytes are pending, and settle those already done (raising their errors)."""
-        future = self._submit(self._write, self._file, self._path, offset, pad, data)
+        future = self._submit(self._write, self._fd, self._path, offset, pad, data)
         self._pending.append((future, data.nbytes))
         self._pending_bytes += data.nbytes
         while self._pending and (self._pending_bytes > MAX_PENDING_BYTES or self._pending[0][0].done()):
@@ -256,32 +266,28 @@ class ShardWriter:
         self._pending_bytes -= nbytes
         future.result()  # (raises the thread's StoreWriteError)
 
-    def _write(self, file, relpath: str, offset: int, pad: int, data: memoryview) -> str:
-        """(On the writer thread.) Write ``data`` after ``pad`` zero bytes, ending at ``offset + nbytes``; return its
-        checksum."""
+    def _write(self, fd: int, relpath: str, offset: int, pad: int, data: memoryview) -> str:
+        """(On a writer thread.) Write ``pad`` zero bytes then ``data``, ending at ``offset + nbytes``; ask the kernel
+        to start writing a large write back to disk; return the checksum of ``data``."""
         try:
             if pad:
-                file.write(b"\x00" * pad)
-            file.write(data)
-            self._unsynced += pad + data.nbytes
-            if self._unsynced >= SYNC_AHEAD_BYTES:
-                file.flush()
-                end = offset + data.nbytes
-                start_writeback(file.fileno(), end - self._unsynced, self._unsynced)
-                self._unsynced = 0
+                _pwrite_all(fd, memoryview(bytes(pad)), offset - pad)
+            _pwrite_all(fd, data, offset)
+            if pad + data.nbytes >= SYNC_AHEAD_BYTES:
+                start_writeback(fd, offset - pad, pad + data.nbytes)
         except OSError as exc:
             raise write_error(exc, self.root / relpath, "writing array bytes") from exc
         return checksum(data)
 
-    def _finish(self, file, relpath: str) -> None:
-        """(On the writer thread.) fsync and close a full shard."""
+    def _finish(self, fd: int, relpath: str) -> None:
+        """(On the syncer thread.) fsync and close a full shard."""
         try:
-            file.flush()
-            os.fsync(file.fileno())
-            file.close()
+            if self._sync_failed is None:
+                os.fsync(fd)
         except OSError as exc:
-            raise write_error(exc, self.root / relpath, "syncing the shard") from exc
-        self._unsynced = 0
+            self._sync_failed = write_error(exc, self.root / relpath, "syncing the shard")
+        finally:
+            os.close(fd)
 
     def sync_async(self) -> Future:
         """Start making everything appended so far durable; return a future of the sizes of the shards written
@@ -297,17 +303,8 @@ class ShardWriter:
             self._settle_one()
         done, self.dirty = self.dirty, {}
         created, self._created = self._created and bool(done), self._created and not done
-        fd = None
-        if self._file is not None and self._path in done:
-            try:
-                self._file.flush()
-            except OSError as exc:
-                raise write_error(exc, self.root / self._path, "writing array bytes") from exc
-            fd = os.dup(self._file.fileno())
-        self._unsynced = 0
-        if self._syncer is None:
-            self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lardon-store-syncer")
-        return self._syncer.submit(self._durable, fd, self._path, done, created)
+        fd = os.dup(self._fd) if self._fd is not None and self._path in done else None
+        return self._syncer_submit(self._durable, fd, self._path, done, created)
 
     def _durable(self, fd: int | None, relpath: str | None, done: dict[str, int], created: bool) -> dict[str, int]:
         """(On the syncer thread.) fsync the shard behind ``fd`` (closing it) and, when a shard was created, the
@@ -334,7 +331,7 @@ class ShardWriter:
         return self.sync_async().result()
 
     def close(self) -> None:
-        """Stop the writer thread and close the open shard (does not sync); after a failure its errors are not
+        """Stop the writer threads and close the open shard (does not sync); after a failure its errors are not
         raised again."""
         self._small = bytearray()
         for future, _ in self._pending:
@@ -345,10 +342,10 @@ class ShardWriter:
         self._pool = self._syncer = None
         self._pending.clear()
         self._pending_bytes = 0
-        if self._file is not None:
-            file, self._file = self._file, None
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
             try:
-                file.close()
+                os.close(fd)
             except OSError:
                 pass
 
@@ -369,6 +366,12 @@ def open_regular(path: Path):
     except BaseException:
         os.close(fd)
         raise
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data.nbytes:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
 
 
 def fsync_dir(path: Path) -> None:
