@@ -235,12 +235,13 @@ class ShardWriter:
             self._small += b"\x00" * pad
             self._small += data
             crc: Future | str = checksum(data)
+            self._size = offset + nbytes  # (the gathered block ends here)
             if len(self._small) >= SMALL_BLOCK_BYTES:
                 self._flush_small()
         else:
             self._flush_small()
             crc = self._queue_write(offset, pad, data)
-        self._size = offset + nbytes
+            self._size = offset + nbytes
         self.dirty[self._path] = self._size
         self.bytes_written += pad + nbytes
         return self._path, offset, nbytes, crc
