@@ -11,8 +11,9 @@
    whose callback returns them all; against h5py (one dataset per array, its metadata as attributes) and a raw blob
    with a binary index (``np.save`` of the concatenation and of the offsets), both fsynced. Goal: compile takes less
    time than h5py (aim: 50,000 entries/s, catalog included).
-3. **Recompile**: ``--files`` small sources compiled once, then again with no change, then with one changed.
-   Goals: no change <= 2 % of the full compile, one changed <= 3 %.
+3. **Recompile**: ``--files`` small sources in 100 folders compiled into a new store (best of two), then again with
+   no change and with one file changed (best of three each). Goals: no change <= 2 % of the full compile, one
+   changed <= 3 %.
 4. **Parallel**: ``--stft`` waveforms through a CPU-heavy STFT callback (``run.stft_callback``, about 50 ms each) with
    ``workers=2`` and ``workers=0``, best of two alternating rounds, against the machine's 2-process capacity measured
    around them (``run.parallel_capacity``: 2.0 on two idle cores). Goal: speed-up >= 0.8x of that capacity.
@@ -152,19 +153,27 @@ def bench_recompile(n: int, work: Path) -> None:
         folder = src / f"d{i % 100:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         np.save(folder / f"s{i:05d}.npy", rng.random(int(rng.integers(8, 64)), dtype=np.float32))
-    t0 = time.perf_counter()
-    lardon_store.compile(src, work / "many_store")
-    t_full = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    same = lardon_store.compile(src, work / "many_store")
-    t_same = time.perf_counter() - t0
-    assert same.last_compile.unchanged == n
-    np.save(src / "d07" / "s00007.npy", np.ones(5, np.float32))
-    t0 = time.perf_counter()
-    one = lardon_store.compile(src, work / "many_store")
-    t_one = time.perf_counter() - t0
-    assert one.last_compile.changed == 1
-    print(f"recompile of {n:,} small sources (full compile {t_full:,.2f} s):")
+    os.sync()  # (the sources' own writeback would slow the stat calls of whichever compile runs beside it)
+    t_full = float("inf")
+    for _round in range(2):
+        shutil.rmtree(work / "many_store", ignore_errors=True)
+        os.sync()
+        t0 = time.perf_counter()
+        lardon_store.compile(src, work / "many_store")
+        t_full = min(t_full, time.perf_counter() - t0)
+    t_same = t_one = float("inf")
+    for k in range(3):
+        t0 = time.perf_counter()
+        same = lardon_store.compile(src, work / "many_store")
+        t_same = min(t_same, time.perf_counter() - t0)
+        assert same.last_compile.unchanged == n
+        np.save(src / f"d{k:02d}" / f"s{k:05d}.npy", np.ones(5 + k, np.float32))
+        t0 = time.perf_counter()
+        one = lardon_store.compile(src, work / "many_store")
+        t_one = min(t_one, time.perf_counter() - t0)
+        assert one.last_compile.changed == 1
+    print(f"recompile of {n:,} small sources in 100 folders (best of 2 full compiles, {t_full:,.2f} s; best of 3 "
+          "recompiles):")  # fmt: skip
     row("no change vs full compile", f"{t_same * 1e3:,.0f} ms", f"full {t_full * 1e3:,.0f} ms", t_same / t_full,
         "goal <= 0.02x", t_same <= 0.02 * t_full)  # fmt: skip
     row("one changed vs full compile", f"{t_one * 1e3:,.0f} ms", f"full {t_full * 1e3:,.0f} ms", t_one / t_full,

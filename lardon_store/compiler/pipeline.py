@@ -38,7 +38,7 @@ from .parallel import Outcome, in_background, run_callbacks
 from .scan import Scan, check_keys, entry_key, file_hash, folder_of, same_content, scan_tree
 from .tasks import SourceResult, run_tasks
 
-__all__ = ["CompileSummary", "Plan", "compile_store", "plan", "record_scan", "recorded_folders"]
+__all__ = ["CompileSummary", "Plan", "compile_store", "plan", "record_scan", "recorded_state"]
 
 _BACKGROUND_HASH_BYTES = 1 << 20  # sources hashed on a thread when they average at least this size
 
@@ -88,23 +88,28 @@ _SOURCE_ROWS = (
 _MANY_FOLDERS = 16  # more changed folders than this: one query for every source row instead of one per folder
 
 
-def recorded_folders(conn: Connection, version: str) -> dict[str, str] | None:
-    """The folder digests of the recorded scan state, when it is still valid: written at the store's current
-    generation, for this callback version. None otherwise."""
+def recorded_state(conn: Connection, version: str) -> tuple[dict[str, str], list[str]] | None:
+    """The folder digests and the failed sources of the recorded scan state, when it is still valid: written at the
+    store's current generation, for this callback version (every source row then has this version). None
+    otherwise."""
     try:
         state = json.loads(store_value(conn, SCAN_STATE_KEY) or "null")
     except ValueError:
         return None
-    if not isinstance(state, dict) or state.get("version") != version or not isinstance(state.get("folders"), dict):
+    if not isinstance(state, dict) or state.get("version") != version or state.get("generation") is None:
         return None
-    if state.get("generation") != current_generation(conn):
+    folders, failed = state.get("folders"), state.get("failed")
+    if not isinstance(folders, dict) or not isinstance(failed, list) or not all(isinstance(f, str) for f in failed):
         return None
-    return state["folders"]
+    if state["generation"] != current_generation(conn):
+        return None
+    return folders, failed
 
 
 def record_scan(conn: Connection, scan: Scan, version: str) -> None:
-    """Record ``scan`` as the scan state of the store, at its current generation."""
-    state = {"version": version, "generation": current_generation(conn), "folders": scan.folders}
+    """Record ``scan`` as the scan state of the store, at its current generation, with its failed sources."""
+    failed = [path for (path,) in driver_rows(conn, "SELECT path FROM sources WHERE status = 'failed'", ())]
+    state = {"version": version, "generation": current_generation(conn), "folders": scan.folders, "failed": failed}
     set_store_value(conn, SCAN_STATE_KEY, json.dumps(state))
 
 
@@ -114,14 +119,13 @@ def plan(conn: Connection, source: Path, scan: Scan, version: str, force: bool) 
     With a valid recorded scan state (and not ``force``), only the source rows of the folders whose digest changed
     are read: 10,000 sources in 100 folders, one of them changed, read 100 rows instead of 10,000.
     """
-    recorded = None if force else recorded_folders(conn, version)
-    if recorded is None:
+    state = None if force else recorded_state(conn, version)
+    if state is None:
         rows = list(driver_rows(conn, _SOURCE_ROWS, (version, version)))
         return _classify(conn, source, scan.stats, rows, force)
-    folders = scan.folders
+    (recorded, failed), folders = state, scan.folders
     changed = {folder for folder in folders.keys() | recorded.keys() if folders.get(folder) != recorded.get(folder)}
-    failed = driver_rows(conn, "SELECT path FROM sources WHERE status = 'failed' AND callback_version = ?", (version,))
-    known_failures = [path for (path,) in failed if folder_of(path) not in changed]
+    known_failures = [path for path in failed if folder_of(path) not in changed]
     unchanged = sum(len(files) for folder, files in scan.files.items() if folder not in changed) - len(known_failures)
     stats = {rel: scan.stats[rel] for folder in changed for rel in scan.files.get(folder, ())}
     if not changed:
@@ -306,9 +310,10 @@ def compile_store(
                 alignment = Alignment(recorded.axes, recorded.rates, tolerance)
             realign = bool(alignment) and alignment != recorded
             if not work.todo and not work.deleted and not realign:  # (nothing to write: no writer, no generation)
-                if not work.state_current:
+                if not work.state_current:  # (also after the plan recorded the new mtimes of touched files)
                     with store.engine.begin() as conn:
                         record_scan(conn, scan, version)
+                    checkpoint(store.engine)
                 summary.seconds = time.perf_counter() - started
                 return summary
             writer = CatalogWriter(store.engine, store.root, max_shard_bytes, "compile")

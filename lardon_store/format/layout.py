@@ -22,7 +22,8 @@ Shard numbers only grow: the catalog's ``store_info`` row ``NEXT_SHARD_KEY`` hol
 take, which gc raises so that a freed number is never reused while a reader may still map the old file.
 
 The ``store_info`` row ``SCAN_STATE_KEY`` is what the last complete compile saw of its source folder: JSON
-``{"version": callback version, "generation": the store's generation just after it, "folders": {folder: digest}}``
+``{"version": callback version, "generation": the store's generation just after it, "folders": {folder: digest},
+"failed": [paths of the sources whose callback failed]}``
 (see ``compiler/scan.py``). It is only a cache: while the generation and the version are the same, a folder whose
 digest is the same holds the sources the catalog records, and a recompile reads no catalog row of it. Anything else
 (another generation, a bad value) makes the next compile read every source row, as without it.

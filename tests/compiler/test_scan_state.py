@@ -114,12 +114,18 @@ def test_other_writes_a_new_version_and_a_bad_state_mean_reading_every_row(tmp_p
     assert spy.rows == [12] and spy.current == [False]
     assert summary_counts(ls.compile(src, dst, load, callback_version="2")) == (0, 12, 0, 0, 0, [])
     assert spy.rows[1:] == [12]
-    for bad in ("{not json", json.dumps([1, 2]), json.dumps({"version": "2", "generation": "x", "folders": {}})):
+    bad_values = (
+        "{not json",
+        json.dumps([1, 2]),
+        json.dumps({"version": "2", "generation": "x", "folders": {}, "failed": []}),
+        json.dumps({"version": "2", "generation": 99, "folders": {}, "failed": [1]}),
+    )
+    for bad in bad_values:
         catalog_sql(dst, "UPDATE store_info SET value = ? WHERE key = 'scan_state'", (bad,), write=True)
         assert summary_counts(ls.compile(src, dst, load, callback_version="2")) == (0, 0, 12, 0, 0, [])
-    assert spy.rows[2:] == [12, 12, 12]
+    assert spy.rows[2:] == [12, 12, 12, 12]
     assert summary_counts(ls.compile(src, dst, load, callback_version="2")) == (0, 0, 12, 0, 0, [])
-    assert spy.rows[5:] == [0]
+    assert spy.rows[6:] == [0]
     assert summary_counts(ls.compile(src, dst, load, callback_version="2", force=True)) == (0, 12, 0, 0, 0, [])
 
 
@@ -147,13 +153,13 @@ def plans_with_and_without_the_state(src, dst, version: str) -> tuple:
     found = []
     for ignore in (False, True):
         with handle.engine.connect() as conn, conn.begin() as transaction:
-            original = pipeline.recorded_folders
+            original = pipeline.recorded_state
             if ignore:
-                pipeline.recorded_folders = lambda conn, version: None
+                pipeline.recorded_state = lambda conn, version: None
             try:
                 made = pipeline.plan(conn, src, scan, version, False)
             finally:
-                pipeline.recorded_folders = original
+                pipeline.recorded_state = original
             found.append((made.todo, sorted(made.deleted), made.unchanged, made.known_failures))
             transaction.rollback()
     return tuple(found)
