@@ -96,6 +96,7 @@ class _Batch:
     alignment: Alignment | None
     before_rows: Callable[[Connection, int], int] | None
     durable: Future
+    after_rows: Callable[[Connection], None] | None = None
 
 
 class CatalogWriter:
@@ -226,15 +227,21 @@ class CatalogWriter:
         while self._sent and self._sent[0].durable.done():
             self._commit_sent()
 
-    def commit(self, before_rows: Callable[[Connection, int], int] | None = None) -> int | None:
+    def commit(
+        self,
+        before_rows: Callable[[Connection, int], int] | None = None,
+        after_rows: Callable[[Connection], None] | None = None,
+    ) -> int | None:
         """fsync the bytes, then commit every pending row: the batches sent before, then the pending one, each in
         one transaction, one new generation each. Return the pending batch's generation (None when it had nothing
         to commit).
 
         ``before_rows(conn, generation)`` runs first inside the pending batch's transaction (e.g. to retire the
-        entries being replaced) and returns how many entries it retired.
+        entries being replaced) and returns how many entries it retired; ``after_rows(conn)`` runs last in it (not at
+        all when the pending batch had nothing to commit).
         """
         self.send(before_rows)
+        self._sent[-1].after_rows = after_rows
         generation = None
         while self._sent:
             generation = self._commit_sent()
@@ -264,6 +271,8 @@ class CatalogWriter:
                 removed += retire_sources(conn, generation, batch.retired_sources)
                 added, replaced = self._insert_rows(conn, batch, sizes, generation)
                 record_generation(conn, generation, self.operation, added, removed + replaced)
+                if batch.after_rows is not None:
+                    batch.after_rows(conn)
                 crash_point("before_commit")
         except OperationalError as exc:
             raise catalog_write_error(exc, self.root) from exc
