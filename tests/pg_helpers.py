@@ -40,7 +40,9 @@ def create_database(prefix: str = "t") -> str:
     name = f"{prefix}_{uuid.uuid4().hex[:16]}"
     engine = _admin(url)
     with engine.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        # (Copying the template's files is about twice as fast as WAL-logging them, on a test server without fsync.)
+        strategy = " STRATEGY = FILE_COPY" if conn.dialect.server_version_info >= (15,) else ""
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"{strategy}')
     engine.dispose()
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
@@ -49,6 +51,9 @@ def drop_databases(urls: list[str]) -> None:
     """Drop the test databases (their open sessions are ended: a store object may still hold one)."""
     if not urls:
         return
+    from lardon_store.catalog.engine import dispose_engines
+
+    dispose_engines()  # (ending this process's own sessions first: FORCE waits about 100 ms for each one it ends)
     engine = _admin(require_server())
     with engine.connect() as conn:
         for url in urls:

@@ -47,6 +47,7 @@ __all__ = [
     "check_application_id",
     "check_no_foreign_tables",
     "checkpoint",
+    "dispose_engines",
     "locate",
     "make_engine",
     "needs_immutable",
@@ -71,6 +72,19 @@ def _forget_parent_engines() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_parent_engines)
+
+
+def dispose_engines() -> None:
+    """Close this process's pooled PostgreSQL connections, to every catalog (a later use connects again): for a
+    program done with its stores, or about to drop a catalog's database (which would otherwise have to end the
+    sessions this process keeps open)."""
+    with _ENGINES_LOCK:
+        engines = list(_ENGINES.values())
+        _ENGINES.clear()
+    for engine in engines:
+        engine.dispose()
+
+
 LOCK_KEY = 0x4C52444E  # the advisory lock of a PostgreSQL catalog's one writer ("LRDN")
 _DEAD_HOLDER_SECONDS = 1.0  # how long a refused lock is asked for again before StoreLockedError
 

@@ -173,3 +173,25 @@ def test_migrations_up_and_down_on_postgresql(tmp_path, pg_url):
         assert set(inspect(conn).get_table_names()) <= {"alembic_version"}
     alembic(command.upgrade, "head")
     assert len(ls.open(tmp_path / "store")) == 0
+
+
+def test_dispose_engines_ends_this_process_sessions_and_stores_reconnect(tmp_path, pg_url):
+    from pg_helpers import catalog_sql
+
+    from lardon_store.catalog.engine import dispose_engines
+
+    store = ls.compile(_sources(tmp_path / "src", 3), tmp_path / "store", catalog=pg_url)
+    assert len(store.all()) == 3
+    database = make_url(pg_url).database
+    sessions = "SELECT count(*) FROM pg_stat_activity WHERE datname = ? AND pid <> pg_backend_pid()"
+
+    def open_sessions() -> int:
+        return catalog_sql(tmp_path / "store", sessions, (database,))[0][0]
+
+    assert open_sessions() >= 1  # (the connections this process keeps pooled)
+    dispose_engines()
+    deadline = time.monotonic() + 5
+    while open_sessions() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert open_sessions() == 0
+    assert len(ls.open(tmp_path / "store").all()) == 3 and store.generation >= 1  # (later uses connect again)
