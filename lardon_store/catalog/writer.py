@@ -96,7 +96,7 @@ class _Batch:
     alignment: Alignment | None
     before_rows: Callable[[Connection, int], int] | None
     durable: Future
-    after_rows: Callable[[Connection], None] | None = None
+    after_rows: Callable[[Connection], None] | None
 
 
 class CatalogWriter:
@@ -197,7 +197,11 @@ class CatalogWriter:
         """Whether the pending batch is large enough to commit."""
         return self.pending_bytes >= BATCH_BYTES or len(self.pending_sources) >= BATCH_SOURCES
 
-    def send(self, before_rows: Callable[[Connection, int], int] | None = None) -> None:
+    def send(
+        self,
+        before_rows: Callable[[Connection, int], int] | None = None,
+        after_rows: Callable[[Connection], None] | None = None,
+    ) -> None:
         """Start the fsync of the bytes appended so far (on the shard writer's syncer thread) and queue the pending
         rows behind it: they commit, in order, one generation per batch, at a later ``commit_ready`` or ``commit``
         once their bytes are durable. The caller goes on appending meanwhile. At most ``MAX_SENT`` batches wait:
@@ -214,6 +218,7 @@ class CatalogWriter:
                 self.alignment,
                 before_rows,
                 durable,
+                after_rows,
             )
         )
         self.pending_sources, self.pending_entries, self.pending_bytes = [], [], 0
@@ -240,8 +245,7 @@ class CatalogWriter:
         entries being replaced) and returns how many entries it retired; ``after_rows(conn)`` runs last in it (not at
         all when the pending batch had nothing to commit).
         """
-        self.send(before_rows)
-        self._sent[-1].after_rows = after_rows
+        self.send(before_rows, after_rows)
         generation = None
         while self._sent:
             generation = self._commit_sent()

@@ -371,8 +371,8 @@ def compile_store(
                     writer.commit_ready()
                     if progress is not None:
                         progress(done + 1, len(work.todo))
-                recorded = []  # (the scan state is recorded in the last batch's transaction, if it has one)
-                writer.commit(after_rows=lambda conn: recorded.append(record_scan(conn, scan, version)))
+                # The scan state is recorded in the last batch's transaction, when that batch commits anything.
+                last = writer.commit(after_rows=lambda conn: record_scan(conn, scan, version))
             finally:
                 if executor is not None:
                     remote.close()
@@ -381,7 +381,7 @@ def compile_store(
                     if large:
                         hashes.close()
                 writer.close()
-            if not recorded and (writer.generations or not work.state_current):
+            if last is None and (writer.generations or not work.state_current):
                 with store.engine.begin() as conn:
                     record_scan(conn, scan, version)
             checkpoint(store.engine)

@@ -29,7 +29,6 @@ __all__ = [
     "folder_of",
     "same_content",
     "scan",
-    "scan_stats",
     "scan_tree",
 ]
 
@@ -138,13 +137,6 @@ def scan_tree(
     return Scan(found, folders, files)
 
 
-def scan_stats(
-    source: Path, valid_exts: Sequence[str] | None, exclude: Path | None, patterns: Sequence[str] = ()
-) -> dict[str, tuple[int, int]]:
-    """Relative POSIX path → (size, mtime_ns) of each source file (see ``scan_tree``)."""
-    return scan_tree(source, valid_exts, exclude, patterns).stats
-
-
 def folder_of(relpath: str) -> str:
     """The folder part of a relative path, with its trailing ``/`` (``""`` at the top): a key of ``Scan.folders``."""
     return relpath[: relpath.rfind("/") + 1]
@@ -152,7 +144,7 @@ def folder_of(relpath: str) -> str:
 
 def scan(source: Path, valid_exts: Sequence[str] | None, exclude: Path | None) -> list[str]:
     """Relative POSIX paths of the source files, sorted: the same order on every filesystem."""
-    return sorted(scan_stats(source, valid_exts, exclude))
+    return sorted(scan_tree(source, valid_exts, exclude).stats)
 
 
 def entry_key(relpath: str) -> str:

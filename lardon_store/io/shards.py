@@ -201,7 +201,7 @@ class ShardWriter:
             # A full shard: once its writes are done, the syncer fsyncs and closes it (before any later sync).
             while self._pending:
                 self._settle_one()
-            self._syncer_submit(self._finish, self._fd, self._path)
+            self._syncer_submit(self._durable, self._fd, self._path, {}, False)
             self._fd = None
         path = self.root / relpath
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -280,16 +280,6 @@ class ShardWriter:
             raise write_error(exc, self.root / relpath, "writing array bytes") from exc
         return checksum(data)
 
-    def _finish(self, fd: int, relpath: str) -> None:
-        """(On the syncer thread.) fsync and close a full shard."""
-        try:
-            if self._sync_failed is None:
-                os.fsync(fd)
-        except OSError as exc:
-            self._sync_failed = write_error(exc, self.root / relpath, "syncing the shard")
-        finally:
-            os.close(fd)
-
     def sync_async(self) -> Future:
         """Start making everything appended so far durable; return a future of the sizes of the shards written
         since the last sync, set once they are fsynced.
@@ -308,8 +298,8 @@ class ShardWriter:
         return self._syncer_submit(self._durable, fd, self._path, done, created)
 
     def _durable(self, fd: int | None, relpath: str | None, done: dict[str, int], created: bool) -> dict[str, int]:
-        """(On the syncer thread.) fsync the shard behind ``fd`` (closing it) and, when a shard was created, the
-        blobs folder; return ``done``."""
+        """(On the syncer thread.) fsync the shard behind ``fd`` (closing it: a duplicate of the open shard's, or a
+        full shard's own) and, when a shard was created, the blobs folder; return ``done``."""
         try:
             if self._sync_failed is not None:
                 raise self._sync_failed
